@@ -1,0 +1,32 @@
+# spinectx — every target installs first when needed, so a fresh clone needs nothing else.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export NO_ALBUMENTATIONS_UPDATE := 1
+export HF_HUB_OFFLINE := 1
+
+.PHONY: help install demo test test-all clean
+
+help:  ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv and install spinectx (editable) with its test extras
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: install  ## generate synthetic data, train CCF-Net R18+MSC on fold 0, print the table row
+	$(BIN)/spinectx-train experiment=demo $(ARGS)
+
+test: install  ## the test suite (fast; what CI runs)
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+test-all: install  ## every test, the slow ones too
+	$(BIN)/python -m pytest $(ARGS)
+
+clean:  ## remove caches and run logs (keeps .venv)
+	rm -rf .cache logs .pytest_cache

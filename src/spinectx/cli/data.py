@@ -1,0 +1,51 @@
+"""spinectx-data root=DIR splits=[...] out=FILE.json: check a dataset before training.
+
+Writes one record per usable study (uids, pixel spacing [dy, dx] mm, shape [rows, cols],
+landmarks {identification: {coord: [x, y], tags}}, problems), the skipped studies and every
+problem found, and totals (studies, landmarks per class); prints the totals.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from spinectx.cli import CONF_DIR
+
+log = logging.getLogger("spinectx.data")
+
+
+def check_dataset(root: str, splits: list[str], landmarks_cfg: dict) -> dict:
+    """The dataset report as a JSON-ready dict."""
+    from spinectx.data.landmarks import LandmarkSet
+    from spinectx.data.records import build_index
+
+    landmarks = LandmarkSet.from_config(landmarks_cfg)
+    index = build_index(root, splits, landmarks)
+    return {
+        "root": str(root),
+        "splits": list(splits),
+        "landmarks": list(landmarks.names),
+        "totals": index.totals(landmarks),
+        "studies": [r.to_json(landmarks) for r in index.records],
+        "skipped_studies": index.skipped_studies,
+        "problems": index.problems,
+    }
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="data_check")
+def main(cfg: DictConfig) -> None:
+    report = check_dataset(cfg.root, list(cfg.splits), OmegaConf.to_container(cfg.landmarks, resolve=True))
+    with open(cfg.out, "w") as fh:
+        json.dump(report, fh, indent=2)
+    print(json.dumps(report["totals"], indent=2))
+    for p in report["problems"][:20]:
+        print("problem:", p)
+    log.info("wrote %s (%d studies, %d problems)", cfg.out, report["totals"]["studies"], report["totals"]["problems"])
+
+
+if __name__ == "__main__":
+    main()

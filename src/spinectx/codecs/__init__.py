@@ -1,0 +1,5 @@
+"""Keypoint codecs: keypoints ⇄ training targets, one codec object per model."""
+
+from spinectx.codecs.coarse_fine import CoarseFineCodec, CoarseFineTargets, Decoded
+
+__all__ = ["CoarseFineCodec", "CoarseFineTargets", "Decoded"]

@@ -1,0 +1,65 @@
+"""Decoded-frame cache: each DICOM frame is decoded once and kept as a small ``.npy`` file.
+
+Frames are stored intensity-normalised (see :func:`normalise_intensity`) in float16, keyed by
+the source file's absolute path, size and modification time, so an edited file is re-decoded.
+Reading a cached 512×512 frame costs well under a millisecond instead of a DICOM decode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from spinectx.data.dicom import read_frame
+
+CACHE_VERSION = "v1"
+
+
+def normalise_intensity(frame: np.ndarray, upper_percentile: float = 99.5) -> np.ndarray:
+    """Scale a raw frame to about [0, 1]: minimum → 0, the ``upper_percentile`` → 1 (values above
+    are kept, not clipped). float32 [H, W] → float32 [H, W]."""
+    lo = float(frame.min())
+    sample = frame[::4, ::4] if frame.size > 65536 else frame
+    hi = float(np.percentile(sample, upper_percentile))
+    scale = hi - lo if hi > lo else max(float(frame.max()) - lo, 1.0)
+    return ((frame - lo) / scale).astype(np.float32)
+
+
+class FrameCache:
+    """Load normalised frames, decoding each DICOM file at most once per cache folder.
+
+    Args:
+        folder: where the ``.npy`` files go; ``None`` keeps no disk cache (decode every time).
+    """
+
+    def __init__(self, folder: str | Path | None):
+        self.folder = Path(folder).expanduser() if folder else None
+
+    def _key(self, path: Path) -> str:
+        st = path.stat()
+        raw = f"{CACHE_VERSION}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        return hashlib.sha1(raw.encode()).hexdigest()
+
+    def load(self, path: str | Path) -> np.ndarray:
+        """Normalised float32 [H, W] frame of a DICOM file (raises DicomError naming the file)."""
+        path = Path(path)
+        if self.folder is None:
+            return normalise_intensity(read_frame(path))
+        key = self._key(path)
+        target = self.folder / key[:2] / f"{key}.npy"
+        if target.is_file():
+            try:
+                return np.load(target).astype(np.float32)
+            except (OSError, ValueError):
+                pass  # damaged cache entry: decode again and overwrite
+        frame = normalise_intensity(read_frame(path))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, frame.astype(np.float16))
+        os.replace(tmp, target)  # atomic: concurrent workers never see half a file
+        return frame

@@ -1,0 +1,165 @@
+"""One LightningDataModule for every model: folds, fractions, augmentation, batching.
+
+Batches are dicts (see :class:`~spinectx.data.dataset.SpineDataset` and
+:class:`~spinectx.data.transforms.SpineTransform`): ``image`` [B, 1, S, S], ``keypoints`` [B, K, 2]
+(x, y) input pixels, ``annotated``/``visible`` [B, K], ``labels`` [B, K], ``tags`` [B, K, C],
+``spacing`` [B, 2] (dy, dx) mm of the resized frame, ``study_uid`` list[str]. Target encoding is
+the model's codec's job, not the DataModule's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from spinectx.data.cache import FrameCache
+from spinectx.data.dataset import SpineDataset
+from spinectx.data.folds import split_studies
+from spinectx.data.landmarks import LandmarkSet
+from spinectx.data.records import DatasetIndex, build_index
+from spinectx.data.transforms import SpineTransform
+
+log = logging.getLogger(__name__)
+
+
+def ensure_synthetic(root: str | Path, split: str, studies: int, seed: int, workers: int = 1) -> Path:
+    """Generate the synthetic dataset into ``root`` unless it is already complete.
+
+    Generation goes to a temporary sibling folder that is renamed at the end, so an interrupted
+    run never leaves a half-written dataset behind."""
+    from spinectx.data.synthetic import generate_dataset
+
+    root = Path(root)
+    if (root / f"{split}_annotation.json").is_file():
+        return root
+    tmp = root.with_name(root.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    log.info("generating %d synthetic studies (seed %d) into %s", studies, seed, root)
+    generate_dataset(tmp, studies=studies, seed=seed, split=split, workers=workers)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(tmp, root)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+class SpineDataModule(L.LightningDataModule):
+    """Cross-validated spine landmark data from a TianChi-layout folder.
+
+    Args:
+        root: dataset folder holding ``<split>/`` and ``<split>_annotation.json``.
+        splits: split names read and pooled before folding.
+        landmarks: landmark-set config (``conf/data/landmarks/*.yaml``).
+        image_size: side of the square network input, pixels.
+        batch_size, num_workers: loader settings (validation uses ``val_batch_size`` or
+            ``batch_size``).
+        num_rep: passes over the training studies per epoch.
+        num_folds, fold: study-level k-fold split; fold ``fold`` is validation.
+        fraction: share of the training folds used (nested across fractions).
+        seed: seeds folds and fractions.
+        cache_dir: decoded-frame cache (``None``: decode every time).
+        augment: keyword arguments of :class:`SpineTransform` for training, plus ``neighbour_p``.
+        synthetic: ``{studies, seed, workers}`` to generate the dataset into ``root`` on first use.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        splits: Sequence[str],
+        landmarks: Mapping,
+        image_size: int = 256,
+        batch_size: int = 16,
+        num_workers: int = 2,
+        num_rep: int = 1,
+        num_folds: int = 4,
+        fold: int = 0,
+        fraction: float = 1.0,
+        seed: int = 0,
+        cache_dir: str | None = None,
+        augment: Mapping | None = None,
+        val_batch_size: int | None = None,
+        synthetic: Mapping | None = None,
+        pin_memory: bool = False,
+    ):
+        super().__init__()
+        self.root = str(root)
+        self.splits = list(splits)
+        self.landmarks = LandmarkSet.from_config(landmarks)
+        self.image_size = int(image_size)
+        self.batch_size = int(batch_size)
+        self.val_batch_size = int(val_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.num_rep = int(num_rep)
+        self.num_folds = int(num_folds)
+        self.fold = int(fold)
+        self.fraction = float(fraction)
+        self.seed = int(seed)
+        self.cache = FrameCache(cache_dir)
+        self.augment = dict(augment or {})
+        self.synthetic = dict(synthetic) if synthetic else None
+        self.pin_memory = bool(pin_memory)
+        self.index: DatasetIndex | None = None
+        self.train_set: SpineDataset | None = None
+        self.val_set: SpineDataset | None = None
+
+    def prepare_data(self) -> None:
+        if self.synthetic:
+            ensure_synthetic(
+                self.root,
+                self.splits[0],
+                int(self.synthetic.get("studies", 100)),
+                int(self.synthetic.get("seed", 0)),
+                int(self.synthetic.get("workers", 1)),
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.index is not None:
+            return
+        if self.synthetic:  # prepare_data runs on one rank only; make sure the data is there
+            self.prepare_data()
+        self.index = build_index(self.root, self.splits, self.landmarks)
+        if self.index.problems:
+            log.warning("%d data problems (run spinectx-data for the full list); first: %s", len(self.index.problems), self.index.problems[0])
+        by_uid = {r.study_uid: r for r in self.index.records}
+        train_uids, val_uids = split_studies(list(by_uid), self.num_folds, self.fold, self.fraction, self.seed)
+        aug = dict(self.augment)
+        neighbour_p = float(aug.pop("neighbour_p", 0.0))
+        self.train_set = SpineDataset(
+            [by_uid[u] for u in train_uids],
+            self.landmarks,
+            SpineTransform(self.image_size, train=True, **aug),
+            self.cache,
+            num_rep=self.num_rep,
+            neighbour_p=neighbour_p,
+        )
+        self.val_set = SpineDataset([by_uid[u] for u in val_uids], self.landmarks, SpineTransform(self.image_size, train=False), self.cache)
+        log.info(
+            "fold %d/%d: %d training studies (fraction %.2f) × %d passes, %d validation studies",
+            self.fold, self.num_folds, len(train_uids), self.fraction, self.num_rep, len(val_uids),
+        )
+
+    def _loader(self, dataset: SpineDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            drop_last=shuffle and len(dataset) > batch_size,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None, "call setup() first"
+        return self._loader(self.val_set, self.val_batch_size, shuffle=False)

@@ -1,0 +1,84 @@
+"""Torch dataset over study records: loads the annotated frame (or a neighbour), builds the
+sample dict and applies a dict-in/dict-out transform."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from spinectx.data.cache import FrameCache
+from spinectx.data.landmarks import LandmarkSet
+from spinectx.data.records import StudyRecord
+
+
+def record_targets(record: StudyRecord, landmarks: LandmarkSet) -> tuple[np.ndarray, np.ndarray]:
+    """labels [K] (abnormal 0/1, NaN unknown) and tags [K, C] multi-hot of one record."""
+    labels = np.full(len(landmarks), np.nan, dtype=np.float32)
+    tags = np.zeros((len(landmarks), landmarks.max_classes), dtype=np.float32)
+    for k, name in enumerate(landmarks.names):
+        labels[k], tags[k] = landmarks.encode_tags(name, record.tags[k])
+    return labels, tags
+
+
+class SpineDataset(Dataset):
+    """Samples of annotated studies.
+
+    Each item is the transform applied to the raw sample dict
+    ``{image [H, W] float32 ~[0,1], keypoints [K, 2] (x, y) px (NaN = missing), annotated [K],
+    labels [K], tags [K, C], spacing [2] (dy, dx) mm, study_uid}``.
+
+    Args:
+        records: studies to serve; the dataset has ``len(records) * num_rep`` items (an epoch
+            passes over the studies ``num_rep`` times).
+        neighbour_p: probability of loading the slice just before or after the annotated one
+            (SPEC §3 augmentation; landmarks keep their in-plane coordinates).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[StudyRecord],
+        landmarks: LandmarkSet,
+        transform: Callable[[dict], dict] | None,
+        cache: FrameCache,
+        num_rep: int = 1,
+        neighbour_p: float = 0.0,
+    ):
+        self.records = list(records)
+        self.landmarks = landmarks
+        self.transform = transform
+        self.cache = cache
+        self.num_rep = max(1, int(num_rep))
+        self.neighbour_p = float(neighbour_p)
+        self._targets = [record_targets(r, landmarks) for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records) * self.num_rep
+
+    def _slice_path(self, record: StudyRecord) -> str:
+        index = record.slice_index
+        if self.neighbour_p > 0 and torch.rand(()) < self.neighbour_p:
+            step = -1 if torch.rand(()) < 0.5 else 1
+            if 0 <= index + step < len(record.slice_paths):
+                index += step
+        return record.slice_paths[index]
+
+    def raw_sample(self, i: int) -> dict:
+        record = self.records[i % len(self.records)]
+        image = self.cache.load(self._slice_path(record))
+        labels, tags = self._targets[i % len(self.records)]
+        return {
+            "image": image,
+            "keypoints": record.keypoints.copy(),
+            "annotated": np.isfinite(record.keypoints).all(-1),
+            "labels": labels.copy(),
+            "tags": tags.copy(),
+            "spacing": np.asarray(record.pixel_spacing, dtype=np.float32),
+            "study_uid": record.study_uid,
+        }
+
+    def __getitem__(self, i: int) -> dict:
+        sample = self.raw_sample(i)
+        return self.transform(sample) if self.transform is not None else sample

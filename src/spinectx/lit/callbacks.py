@@ -1,0 +1,76 @@
+"""Callbacks: ``metrics.json`` of the best validation epoch, written as soon as it is known."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import lightning as L
+
+METRIC_KEYS = ("L-Disc", "L-Vertebra", "C-Disc", "C-Vertebra", "Score")
+
+
+def write_json_atomic(path: str | Path, payload: dict) -> None:
+    """Write JSON via a temporary file + rename, so readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(payload, fh, indent=2)
+    os.replace(tmp, path)
+
+
+class MetricsJson(L.Callback):
+    """Track validation metrics per epoch; keep ``metrics.json`` = the best epoch so far.
+
+    ``metrics.json`` holds the best epoch's ``val/*`` table metrics without the prefix (fractions
+    in [0, 1]), its ``epoch``, the ``monitor`` used, and the per-epoch ``history``. It is
+    rewritten after every validation epoch of ``fit``, so a crash never loses finished epochs.
+    The history is part of the callback state and survives a resume from checkpoint.
+    """
+
+    def __init__(self, path: str, monitor: str = "val/Score", mode: str = "max", extra: dict | None = None):
+        self.path = Path(path)
+        self.monitor = monitor
+        self.mode = mode
+        self.extra = dict(extra or {})
+        self.history: list[dict] = []
+        self.best: dict | None = None
+
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        best = self.best[self.monitor.removeprefix("val/")]
+        return value > best if self.mode == "max" else value < best
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not trainer.is_global_zero:
+            return
+        metrics = {k.removeprefix("val/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if self.monitor.removeprefix("val/") not in metrics:
+            return
+        entry = {"epoch": int(trainer.current_epoch), "step": int(trainer.global_step), **metrics}
+        self.history.append(entry)
+        value = metrics[self.monitor.removeprefix("val/")]
+        if not math.isnan(value) and self._better(value):
+            self.best = entry
+        self.write()
+
+    def write(self) -> None:
+        if self.best is None:
+            return
+        payload = {k: self.best[k] for k in self.best if k in METRIC_KEYS}
+        payload.update({"epoch": self.best["epoch"], "step": self.best["step"], "monitor": self.monitor})
+        payload.update(self.extra)
+        payload["history"] = self.history
+        write_json_atomic(self.path, payload)
+
+    def state_dict(self) -> dict:
+        return {"history": self.history, "best": self.best}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = list(state_dict.get("history", []))
+        self.best = state_dict.get("best")

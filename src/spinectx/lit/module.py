@@ -1,0 +1,101 @@
+"""The LightningModule shared by every model: codec-encoded targets, loss, decode, table metric."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from spinectx.codecs.coarse_fine import Decoded
+from spinectx.data.landmarks import LandmarkSet
+from spinectx.metrics.table import TableMetric
+
+
+def _plain(cfg):
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+class LandmarkModule(L.LightningModule):
+    """Train/validate any landmark network through its codec.
+
+    Everything needed to rebuild the module is stored as plain hyperparameters, so
+    ``LandmarkModule.load_from_checkpoint(path)`` works without the original config files.
+
+    Args:
+        net: Hydra config of the network (``num_landmarks`` is filled in from ``landmarks``).
+        codec: Hydra config of the codec (``stride`` is filled in from the network).
+        loss: Hydra config of the loss (``groups`` is filled in from ``landmarks``).
+        landmarks: landmark-set config of the data (see :class:`LandmarkSet`).
+        optimizer: Hydra config of a partial optimizer (``params`` filled in).
+        scheduler: Hydra config of a partial LR scheduler stepped once per epoch, or None.
+        name, backbone, msc: descriptive labels recorded for reports and loggers.
+    """
+
+    def __init__(
+        self,
+        net: Mapping,
+        codec: Mapping,
+        loss: Mapping,
+        landmarks: Mapping,
+        optimizer: Mapping,
+        scheduler: Mapping | None = None,
+        name: str = "model",
+        backbone: str | None = None,
+        msc: bool | None = None,
+    ):
+        super().__init__()
+        net, codec, loss, landmarks = _plain(net), _plain(codec), _plain(loss), _plain(landmarks)
+        optimizer, scheduler = _plain(optimizer), _plain(scheduler)
+        self.save_hyperparameters()
+        self.landmarks = LandmarkSet.from_config(landmarks)
+        self.net = instantiate(net, num_landmarks=len(self.landmarks))
+        self.codec = instantiate(codec, stride=self.net.stride)
+        self.loss_fn = instantiate(loss, groups=list(self.landmarks.group_of))
+        titles = [g.title for g in self.landmarks.groups]
+        self.val_metric = TableMetric(self.landmarks.group_of, titles)
+
+    # -- inference -------------------------------------------------------------------------
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """[B, 1, H, W] → raw network output (layout defined by the codec)."""
+        return self.net(image)
+
+    @torch.no_grad()
+    def predict_keypoints(self, image: torch.Tensor) -> Decoded:
+        """[B, 1, H, W] → decoded keypoints (x, y input px), scores and P(abnormal)."""
+        return self.codec.decode(self(image))
+
+    # -- training --------------------------------------------------------------------------
+    def _losses(self, batch: dict, output: torch.Tensor) -> dict[str, torch.Tensor]:
+        targets = self.codec.encode(batch["keypoints"], batch["visible"], tuple(batch["image"].shape[-2:]))
+        return self.loss_fn(output, targets, batch["labels"], self.codec)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        losses = self._losses(batch, self(batch["image"]))
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=True, on_epoch=True,
+                      batch_size=batch["image"].shape[0], prog_bar=False)
+        self.log("loss", losses["loss"], prog_bar=True, logger=False, batch_size=batch["image"].shape[0])
+        return losses["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        output = self(batch["image"])
+        losses = self._losses(batch, output)
+        decoded = self.codec.decode(output)
+        self.val_metric.update(decoded.keypoints, decoded.prob, batch["keypoints"], batch["annotated"],
+                               batch["labels"], batch["spacing"])
+        self.log("val/loss", losses["loss"], on_epoch=True, batch_size=batch["image"].shape[0], sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metric.compute()
+        self.val_metric.reset()
+        self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=False)
+        self.log("val_score", values["Score"], prog_bar=True, logger=False)
+
+    def configure_optimizers(self):
+        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

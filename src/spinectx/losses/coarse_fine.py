@@ -1,0 +1,81 @@
+"""CCF-Net loss (SPEC §3): heatmap MSE + SmoothL1 offsets near the peak + class-balanced BCE."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spinectx.codecs.coarse_fine import CoarseFineCodec, CoarseFineTargets
+
+
+def balanced_bce(logit: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Class-balanced binary cross-entropy over the masked entries (any shape, same for all).
+
+    Positives and negatives each contribute half of the loss (mean BCE within each class), so the
+    rarer class weighs as much as the common one; a class absent from the batch contributes 0.
+    """
+    mask = mask & torch.isfinite(target)
+    target = torch.nan_to_num(target, nan=0.0)
+    bce = F.binary_cross_entropy_with_logits(logit.float(), target.float(), reduction="none")
+    total = logit.new_zeros((), dtype=torch.float32)
+    for cls_mask in (mask & (target > 0.5), mask & (target <= 0.5)):
+        n = cls_mask.sum()
+        if n > 0:
+            total = total + 0.5 * (bce * cls_mask).sum() / n
+    return total
+
+
+class CoarseFineLoss(nn.Module):
+    """Loss of the coarse-to-fine head.
+
+    ``heatmap``: MSE between predicted and target coarse heatmaps, summed over grid cells and
+    averaged over annotated, in-frame landmarks (the sum keeps the loss independent of the grid
+    size). ``offset``: SmoothL1 on the x and y offsets (in cells) where the target heatmap is near
+    its peak, averaged over those cells, weighted per axis. ``class``: class-balanced BCE of the
+    class logit at the true peak cell, balanced separately per landmark group (vertebra / disc).
+
+    Args:
+        heatmap_weight, offset_weight, class_weight: loss weights.
+        groups: group index of each landmark [K] (from the data's landmark set).
+    """
+
+    def __init__(
+        self,
+        groups: Sequence[int],
+        heatmap_weight: float = 1.0,
+        offset_weight: float = 2.0,
+        class_weight: float = 0.1,
+    ):
+        super().__init__()
+        self.register_buffer("groups", torch.as_tensor(list(groups), dtype=torch.long), persistent=False)
+        self.heatmap_weight = float(heatmap_weight)
+        self.offset_weight = float(offset_weight)
+        self.class_weight = float(class_weight)
+
+    def forward(
+        self, output: torch.Tensor, targets: CoarseFineTargets, labels: torch.Tensor, codec: CoarseFineCodec
+    ) -> dict[str, torch.Tensor]:
+        """output [B, 4K, h, w]; labels [B, K] abnormal in {0, 1} or NaN → dict of scalar losses
+        (``loss`` is the weighted total)."""
+        heatmap, off_y, off_x, logit = (t.float() for t in codec.split(output))
+        valid = targets.valid  # [B, K]
+        n_valid = valid.sum().clamp(min=1)
+        se = (heatmap - targets.heatmap) ** 2
+        loss_heatmap = (se.sum((-2, -1)) * valid).sum() / n_valid
+
+        mask = targets.offset_mask
+        n_off = mask.sum().clamp(min=1)
+        l_y = (F.smooth_l1_loss(off_y, targets.offset_y, reduction="none") * mask).sum() / n_off
+        l_x = (F.smooth_l1_loss(off_x, targets.offset_x, reduction="none") * mask).sum() / n_off
+        loss_offset = l_y + l_x
+
+        logit_at_peak = logit.flatten(2).gather(-1, targets.peak_index[..., None])[..., 0]  # [B, K]
+        group = self.groups.to(logit.device).expand_as(labels)
+        losses = [balanced_bce(logit_at_peak, labels, valid & (group == g)) for g in torch.unique(self.groups)]
+        loss_class = torch.stack(losses).mean()
+
+        total = self.heatmap_weight * loss_heatmap + self.offset_weight * loss_offset + self.class_weight * loss_class
+        return {"loss": total, "heatmap": loss_heatmap.detach(), "offset": loss_offset.detach(), "class": loss_class.detach()}

@@ -1,0 +1,62 @@
+"""Overlay figures: a frame with true and predicted landmarks, classes and probabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def overlay_grid(
+    images: Sequence[np.ndarray],
+    truth: Sequence[np.ndarray],
+    pred: Sequence[np.ndarray],
+    prob: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    names: Sequence[str],
+    titles: Sequence[str],
+    path: str | Path,
+    columns: int = 4,
+) -> Path:
+    """Save a grid of overlays as PNG.
+
+    Each image [H, W] gets ground truth (green circles) and predictions (crosses coloured by
+    P(abnormal): blue normal → red abnormal), a line joining each pair, and a label
+    ``name p=0.87 (gt 1)``. Points are (x, y) pixels of that image.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    columns = max(1, min(columns, n))
+    rows = int(np.ceil(n / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4.4 * rows), squeeze=False)
+    cmap = plt.get_cmap("coolwarm")
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        ax = axes.flat[i]
+        ax.imshow(images[i], cmap="gray", vmin=0, vmax=float(np.percentile(images[i], 99.5)) or 1.0)
+        for k, name in enumerate(names):
+            gx, gy = truth[i][k]
+            px, py = pred[i][k]
+            p = float(prob[i][k])
+            if np.isfinite(gx) and np.isfinite(gy):
+                ax.plot(gx, gy, "o", mfc="none", mec="lime", ms=7, mew=1.4)
+                ax.plot([gx, px], [gy, py], "-", color="yellow", lw=0.8)
+            ax.plot(px, py, "x", color=cmap(p), ms=7, mew=2)
+            gt = labels[i][k]
+            gt_txt = "?" if not np.isfinite(gt) else str(int(gt))
+            ax.text(px + 6, py, f"{name} p={p:.2f} (gt {gt_txt})", color=cmap(p), fontsize=6,
+                    va="center", bbox={"facecolor": "black", "alpha": 0.4, "pad": 0.5, "lw": 0})
+        ax.set_title(titles[i], fontsize=8)
+    fig.suptitle("green o: truth   x: prediction (colour = P(abnormal))   label: name p (gt abnormal)", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
