@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
 
 import numpy as np
 import pytest
@@ -436,6 +437,7 @@ class _RepeatDataset(Dataset):
         return out["keypoints"]
 
 
+@pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="needs the fork start method")
 @pytest.mark.parametrize("seed", [None, 9])
 def test_dataloader_workers_get_different_streams(seed):
     sample = make_sample(np.zeros((40, 40)), [[10, 10], [30, 25]])

@@ -28,8 +28,12 @@ from spinectx.lit.callbacks import METRIC_KEYS, write_json_atomic
 log = logging.getLogger("spinectx.train")
 
 
-def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
-    return [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+def build_callbacks(cfg: DictConfig, with_logger: bool = True) -> list[L.Callback]:
+    """Instantiate ``cfg.callbacks``; callbacks that need a logger are left out without one."""
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    if not with_logger:
+        callbacks = [c for c in callbacks if not isinstance(c, L.pytorch.callbacks.LearningRateMonitor)]
+    return callbacks
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -91,8 +95,8 @@ def train(cfg: DictConfig) -> dict:
     log.info("data: %s", cfg.data.root)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     model = hydra.utils.instantiate(cfg.model, landmarks=OmegaConf.to_container(cfg.data.landmarks, resolve=True))
-    callbacks = build_callbacks(cfg)
     loggers = build_loggers(cfg)
+    callbacks = build_callbacks(cfg, with_logger=bool(loggers))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

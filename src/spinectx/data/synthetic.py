@@ -30,6 +30,7 @@ of a sagittal frame lies at ``(X, Y) = (c·dx, r·dy)`` mm in the plane; annotat
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -114,8 +115,8 @@ _TISSUE: dict[str, tuple[float, float]] = {
     "marrow": (0.62, 0.38),
     "marrow_sacrum": (0.68, 0.42),
     "cortex": (0.08, 0.06),
-    "annulus_n": (0.30, 0.27),
-    "nucleus_n": (0.34, 0.95),
+    "annulus_n": (0.28, 0.27),
+    "nucleus_n": (0.30, 0.95),
     "annulus_d": (0.27, 0.17),
     "nucleus_d": (0.29, 0.21),
     "remnant": (0.30, 0.22),
@@ -683,11 +684,11 @@ def _build_spine(rng: np.random.Generator, labels: StudyLabels, acq: _Acq) -> tu
             u = rng.random()
             b.modic_sides = (-1,) if u < 0.3 else (1,) if u < 0.6 else (-1, 1)
             b.modic_type = 1 if rng.random() < 0.4 else 2
-            b.modic_band = _u(rng, 3.0, 5.5)
+            b.modic_band = _u(rng, 3.0, 5.0)
             u = rng.random()
             sides = (-1,) if u < 0.3 else (1,) if u < 0.6 else (-1, 1)
             b.osteophytes = tuple(
-                (s, _u(rng, 5.5, 8.5), _u(rng, 2.8, 3.8), math.radians(_u(rng, 40, 65))) for s in sides
+                (s, _u(rng, 6.5, 10.0), _u(rng, 3.4, 4.6), math.radians(_u(rng, 40, 62))) for s in sides
             )
         else:
             b.tex_amp = _u(rng, 0.02, 0.05)
@@ -1109,7 +1110,7 @@ class _Sagittal:
             cv.blend(p.sl, alpha, tis["cortex"][0], tis["cortex"][1], LABELS["bone"])
             rim = 1.4
             inner = _soft(dist - np.float32(rim), e) * ff
-            gain = 1.0 + np.float32(bd.tex_amp) * np.clip(tex, -1.8, 1.8)
+            gain = 1.0 + np.float32(bd.tex_amp) * np.clip(tex, -1.2, 1.8)
             cv.blend(p.sl, inner, marrow[0] * gain, marrow[1] * gain)
             for a_oi in spur_fill:  # spur marrow continuous with the body's (no cortex between)
                 cv.blend(p.sl, a_oi, marrow[0] * 0.9 * gain, marrow[1] * 0.9 * gain)
@@ -1117,7 +1118,7 @@ class _Sagittal:
                 mv = tis["modic1" if bd.modic_type == 1 else "modic2"]
                 am = None
                 for side in bd.modic_sides:
-                    edge_d = p.a * np.float32(side) - np.float32(bd.h - rim - bd.modic_band) - np.float32(1.2) * tb
+                    edge_d = p.a * np.float32(side) - np.float32(bd.h - rim - bd.modic_band) - np.float32(0.7) * np.clip(tb, -2.0, 2.0)
                     s_ = _soft(edge_d, 1.5 * e)
                     am = s_ if am is None else np.maximum(am, s_)
                 cv.blend(p.sl, am * inner, mv[0] * (1 + 0.08 * ta), mv[1] * (1 + 0.08 * ta))
@@ -1218,19 +1219,12 @@ def _ds_num(v: float, nd: int = 4) -> str:
     return s
 
 
-def _make_dataset(common: dict, ser: SyntheticSeries, i: int) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = ser.sop_uids[i]
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = UID_PREFIX + "1"
-    meta.ImplementationVersionName = "SPINECTX_SYN"
+def _series_template(common: dict, ser: SyntheticSeries) -> Dataset:
+    """Every element shared by the instances of one series."""
     ds = Dataset()
-    ds.file_meta = meta
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NORM", "DIS2D"]
     ds.SOPClassUID = MRImageStorage
-    ds.SOPInstanceUID = ser.sop_uids[i]
     ds.StudyDate = common["date"]
     ds.SeriesDate = common["date"]
     ds.ContentDate = common["date"]
@@ -1268,14 +1262,9 @@ def _make_dataset(common: dict, ser: SyntheticSeries, i: int) -> Dataset:
     ds.StudyID = "1"
     ds.SeriesNumber = ser.number
     ds.AcquisitionNumber = 1
-    ds.InstanceNumber = i + 1
-    pos = ser.positions[i]
-    ds.ImagePositionPatient = [_ds_num(float(v)) for v in pos]
     ds.ImageOrientationPatient = [_ds_num(float(v)) for v in ser.orientation]
     ds.FrameOfReferenceUID = common["frame_uid"]
     ds.PositionReferenceIndicator = ""
-    normal = np.cross(np.array(ser.orientation[:3]), np.array(ser.orientation[3:]))
-    ds.SliceLocation = _ds_num(float(np.dot(pos, normal)))
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows = int(ser.pixels.shape[1])
@@ -1289,7 +1278,26 @@ def _make_dataset(common: dict, ser: SyntheticSeries, i: int) -> Dataset:
     ds.WindowWidth = common["window"][ser.role][1]
     ds.RescaleIntercept = "0"
     ds.RescaleSlope = "1"
-    ds.PixelData = np.ascontiguousarray(ser.pixels[i]).astype("<u2").tobytes()
+    return ds
+
+
+def _instance_dataset(template: Dataset, ser: SyntheticSeries, i: int) -> Dataset:
+    # element-wise copies of the template (cheap; no re-validation) so that datasets stay independent
+    ds = Dataset({tag: copy.copy(elem) for tag, elem in template.items()})
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = ser.sop_uids[i]
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = UID_PREFIX + "1"
+    meta.ImplementationVersionName = "SPINECTX_SYN"
+    ds.file_meta = meta
+    ds.SOPInstanceUID = ser.sop_uids[i]
+    ds.InstanceNumber = i + 1
+    pos = ser.positions[i]
+    ds.ImagePositionPatient = [_ds_num(float(v)) for v in pos]
+    normal = np.cross(np.array(ser.orientation[:3]), np.array(ser.orientation[3:]))
+    ds.SliceLocation = _ds_num(float(np.dot(pos, normal)))
+    ds.add_new(0x7FE00010, "OW", np.ascontiguousarray(ser.pixels[i]).astype("<u2").tobytes())
     return ds
 
 
@@ -1460,8 +1468,9 @@ def render_study(
     files: list[tuple[str, Dataset]] = []
     for r in roles:
         ser = series[r]
+        template = _series_template(common, ser)
         for i in range(ser.pixels.shape[0]):
-            files.append((ser.filenames[i], _make_dataset(common, ser, i)))
+            files.append((ser.filenames[i], _instance_dataset(template, ser, i)))
     files.sort(key=lambda f: int(f[0][5:-4]))
 
     # ---- landmarks + annotation

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
 from pathlib import Path
 
 import lightning as L
+
+log = logging.getLogger("spinectx")
 
 METRIC_KEYS = ("L-Disc", "L-Vertebra", "C-Disc", "C-Vertebra", "Score")
 
@@ -58,6 +61,9 @@ class MetricsJson(L.Callback):
         if not math.isnan(value) and self._better(value):
             self.best = entry
         self.write()
+        shown = "  ".join(f"{k} {100 * metrics[k]:.1f}" for k in METRIC_KEYS if k in metrics)
+        log.info("epoch %d: %s (best %s %.1f at epoch %d)", entry["epoch"], shown, self.monitor,
+                 100 * self.best[self.monitor.removeprefix("val/")], self.best["epoch"])
 
     def write(self) -> None:
         if self.best is None:
