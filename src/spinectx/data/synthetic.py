@@ -38,7 +38,7 @@ import multiprocessing
 import re
 import shutil
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -263,6 +263,8 @@ def sample_labels(
 ) -> StudyLabels:
     """Draw the classes of study ``index`` exactly as :func:`render_study` does (no rendering)."""
     freq = _merge_frequencies(frequencies)
+    if not (0.0 <= p_missing <= 1.0 and 0.0 <= p_extra <= 1.0):
+        raise ValueError("p_missing and p_extra must lie in [0, 1]")
     rng = _rng(seed, index, "labels")
     p5 = freq["disc_extra"]["v5"]
     vert = {v: _pick(float(rng.random()), freq["vertebra"]) for v in VERTEBRAE}
@@ -801,8 +803,9 @@ def _project(curve: np.ndarray, s: np.ndarray, tang: np.ndarray, px: np.ndarray,
 
 
 class _Sagittal:
-    def __init__(self, spine: _Spine, acq: _Acq, tis: dict[str, tuple[float, float]], rng: np.random.Generator,
-                 labels: StudyLabels):
+    """Per-study fields (background, canal, bias) and structure patches, then one slice at a time."""
+
+    def __init__(self, spine: _Spine, acq: _Acq, tis: dict[str, tuple[float, float]], rng: np.random.Generator):
         self.spine, self.acq, self.tis, self.rng = spine, acq, tis, rng
         self.grid = _Grid(acq.rows, acq.cols, acq.dy, acq.dx, edge=0.9 * max(acq.dx, acq.dy))
         self._prepare_fields()
@@ -989,7 +992,10 @@ class _Sagittal:
                 self.spinous_patches.append((s, p))
 
     # ---- drawing ---------------------------------------------------------------------------------
-    def render_slice(self, d: float, phase: float, labelled: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def render_slice(
+        self, d: float, phase: float, labelled: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """T1 and T2 float frames of the slice at lateral offset ``d`` mm (+ tissue labels if asked)."""
         g, tis, sp = self.grid, self.tis, self.spine
         t1, t2 = self.bg[0].copy(), self.bg[1].copy()
         lab = None
@@ -1118,7 +1124,8 @@ class _Sagittal:
                 mv = tis["modic1" if bd.modic_type == 1 else "modic2"]
                 am = None
                 for side in bd.modic_sides:
-                    edge_d = p.a * np.float32(side) - np.float32(bd.h - rim - bd.modic_band) - np.float32(0.7) * np.clip(tb, -2.0, 2.0)
+                    irregular = np.float32(0.7) * np.clip(tb, -2.0, 2.0)
+                    edge_d = p.a * np.float32(side) - np.float32(bd.h - rim - bd.modic_band) - irregular
                     s_ = _soft(edge_d, 1.5 * e)
                     am = s_ if am is None else np.maximum(am, s_)
                 cv.blend(p.sl, am * inner, mv[0] * (1 + 0.08 * ta), mv[1] * (1 + 0.08 * ta))
@@ -1148,7 +1155,8 @@ class _Sagittal:
 
 
 def _render_axial(rng: np.random.Generator, shape: tuple[int, int], spacing: tuple[float, float], centre_rc,
-                  disc: _Disc, hernia: _Hernia | None, spine: _Spine, tis: dict, gain: float, sigma: float) -> np.ndarray:
+                  disc: _Disc, hernia: _Hernia | None, spine: _Spine, tis: dict, gain: float,
+                  sigma: float) -> np.ndarray:
     R, C = shape
     dya, dxa = spacing
     yy = ((np.arange(R, dtype=np.float32) - np.float32(centre_rc[0])) * np.float32(dya))[:, None]
@@ -1162,41 +1170,53 @@ def _render_axial(rng: np.random.Generator, shape: tuple[int, int], spacing: tup
     cls = disc.cls
     T2 = {k: v[1] for k, v in tis.items()}
     tex = _field(rng, (R, C), 10.0 / dya, 10.0 / dxa)
-    img = T2["muscle"] * (1.0 + 0.08 * tex)
-    # abdomen in front, fat / skin behind, lateral flanks
+    tex2 = _field(rng, (R, C), 5.0 / dya, 5.0 / dxa)
+
+    def put(alpha: np.ndarray, value) -> None:
+        nonlocal img
+        img += alpha * (value - img)
+
+    # retroperitoneal fat around the spine, bowel further anterior, subcutaneous fat and air behind
+    img = T2["fat"] * 0.85 * (1.0 + 0.05 * tex2)
     back = wd + dc + _u(rng, 38, 55)
     fat = _u(rng, 8, 28)
     skin_y = back + fat - (xx2**2) / np.float32(2 * 260.0)
-    img += _soft(-(yy2 + wd + _u(rng, 8, 16)), 2 * e) * ((T2["bowel"] + 0.25 * tex * T2["fat"]) - img)
-    img += _soft(yy2 - (skin_y - fat), e) * (T2["fat"] - img)
-    img += _soft(yy2 - skin_y, e) * (T2["air"] - img)
-    # psoas and paraspinal muscles
+    gut_y = -wd - _u(rng, 14, 24) + (xx2**2) / np.float32(2 * 90.0)  # bowel boundary curving round the spine
+    bowel = T2["bowel"] + np.clip(tex * 0.5 + 0.2, 0, 1) * (T2["fat"] - T2["bowel"]) + 0.05 * tex2
+    put(_soft(gut_y - yy2, 3 * e), bowel)
+    # psoas (anterolateral) and paraspinal muscles (posterior, up to the subcutaneous fat)
+    mus = T2["muscle"] * (1.0 + 0.08 * tex2)
+    ps = _u(rng, 11, 17)
     for sgn in (-1, 1):
-        a = _soft(_ellipse_dist(xx2 - sgn * (lb + 13), yy2 + 0.2 * wd, 13.0, 17.0), e)
-        img += a * (T2["muscle"] * 0.9 - img)
-        a = _soft(_ellipse_dist(xx2 - sgn * (wc + 20), yy2 - (wd + dc + 22), 20.0, 24.0), e)
-        img += a * (T2["muscle"] * 0.85 * (1 + 0.1 * tex) - img)
-    # posterior arch: laminae / facets ring around the canal, spinous process
-    ring = _soft(_ellipse_dist(xx2, yy2 - (wd + dc / 2 + 2), wc + 7, dc / 2 + 7), e) * _soft(yy2 - (wd + 2), e)
-    img += ring * (T2["cortex"] * 2.0 - img)
-    sp_a = _soft(np.minimum(3.5 - np.abs(xx2), np.minimum(yy2 - (wd + dc), wd + dc + 30 - yy2)), e)
-    img += sp_a * (T2["spinous"] - img)
-    # canal
-    a_c = _soft(_ellipse_dist(xx2, yy2 - (wd + dc / 2), wc, dc / 2), e)
-    img += a_c * (T2["csf"] - img)
-    # disc with posterior concavity
-    bulge = disc.bulge if cls == "v2" else 0.5
+        put(_soft(_ellipse_dist(xx2 - sgn * (lb + ps * 0.7), yy2 + 0.1 * wd, ps, ps * 1.25), e), mus)
+        put(_soft(_ellipse_dist(xx2 - sgn * (wc + 19), yy2 - (wd + dc + 24), 19.0, back - wd - dc - 22), e), mus)
+    put(_soft(yy2 - (skin_y - fat), e), T2["fat"])
+    put(_soft(yy2 - skin_y, e), T2["air"])
+    # posterior arch: laminae / facets ring around the canal (dark rim, marrow inside), spinous process
+    ring_d = _ellipse_dist(xx2, yy2 - (wd + dc / 2 + 2), wc + 8, dc / 2 + 8)
+    post = _soft(yy2 - (wd + 3), e)
+    put(_soft(ring_d, e) * post, T2["cortex"])
+    put(_soft(ring_d - 1.3, e) * post, T2["pedicle"])
+    sp_d = np.minimum(3.5 - np.abs(xx2), np.minimum(yy2 - (wd + dc), wd + dc + 32 - yy2))
+    put(_soft(sp_d, e), T2["cortex"])
+    put(_soft(sp_d - 1.2, e), T2["spinous"])
+    # canal: CSF with the cauda equina roots lying dorsally
+    put(_soft(_ellipse_dist(xx2, yy2 - (wd + dc / 2), wc, dc / 2), e), T2["csf"])
+    for j in range(-2, 3):
+        put(_soft(1.1 - np.sqrt((xx2 - 2.6 * j) ** 2 + (yy2 - (wd + dc * 0.72 - 0.3 * abs(j))) ** 2), e) * 0.8,
+            T2["cord"])
+    # disc: kidney-shaped (posterior concavity), bulging v2 loses the concavity
+    bulge = disc.bulge if cls == "v2" else 0.0
     d_out = _ellipse_dist(xx2, yy2, lb + bulge, wd + bulge)
     notch = -_ellipse_dist(xx2, yy2 - (wd + 6.0), wc * 0.9, 7.0)
-    a_d = _soft(np.minimum(d_out, notch + (0.0 if cls != "v2" else bulge)), e)
+    a_d = _soft(d_out if cls == "v2" else np.minimum(d_out, notch), e)
     normal = cls == "v1"
-    img += a_d * (T2["annulus_n" if normal else "annulus_d"] - img)
-    a_n = _soft(_ellipse_dist(xx2, yy2, 0.6 * lb, 0.55 * wd), 3 * e) * a_d
-    img += a_n * (T2["nucleus_n" if normal else "nucleus_d"] - img)
+    put(a_d, T2["annulus_n" if normal else "annulus_d"])
+    put(_soft(_ellipse_dist(xx2, yy2, 0.62 * lb, 0.55 * wd), 3 * e) * a_d, T2["nucleus_n" if normal else "nucleus_d"])
     if hernia is not None and hernia.kind != "bulge":
-        a_h = _soft(_ellipse_dist(xx2 - hernia.x0 * 1.5, yy2 - (wd - 1), 7.0 if hernia.kind == "v3" else 9.0,
+        a_h = _soft(_ellipse_dist(xx2 - hernia.x0 * 1.5, yy2 - (wd - 1), 6.0 if hernia.kind == "v3" else 9.0,
                                   hernia.depth + 1), e) * _soft(yy2 - (wd - 3.0), e)
-        img += a_h * (T2["herniation"] - img)
+        put(a_h, T2["herniation"])
     bias = 0.6 + 0.4 * np.exp(-np.maximum(skin_y - yy2, 0.0) / np.float32(150.0))
     img = img * bias
     n1 = _noise(rng, (R, C))
@@ -1210,6 +1230,10 @@ def _render_axial(rng: np.random.Generator, shape: tuple[int, int], spacing: tup
 # --------------------------------------------------------------------------------------------------
 # DICOM headers
 # --------------------------------------------------------------------------------------------------
+
+
+def _hhmmss(secs: int) -> str:
+    return f"{secs // 3600 % 24:02d}{secs // 60 % 60:02d}{secs % 60:02d}"
 
 
 def _ds_num(v: float, nd: int = 4) -> str:
@@ -1331,7 +1355,7 @@ def render_study(
     sigmas = (_u(geo_rng, 0.012, 0.04), _u(geo_rng, 0.012, 0.04))
 
     # ---- sagittal stacks
-    sag = _Sagittal(spine, acq, tis, pix_rng, labels)
+    sag = _Sagittal(spine, acq, tis, pix_rng)
     n, mid = acq.n_slices, acq.n_slices // 2
     R, C = acq.rows, acq.cols
     t1_stack = np.empty((n, R, C), np.uint16)
@@ -1447,10 +1471,9 @@ def render_study(
         "study_uid": study_uid,
         "frame_uid": _uid(seed, index, "frame"),
         "date": base_day.strftime("%Y%m%d"),
-        "time": f"{secs // 3600:02d}{secs // 60 % 60:02d}{secs % 60:02d}",
+        "time": _hhmmss(secs),
         "series_time": {
-            r: f"{(secs + 120 * (j + 1)) // 3600:02d}{(secs + 120 * (j + 1)) // 60 % 60:02d}{(secs + 120 * (j + 1)) % 60:02d}"
-            for j, r in enumerate(roles)
+            r: _hhmmss(secs + 120 * (j + 1)) for j, r in enumerate(roles)
         },
         "accession": str(_hash_int("acc", seed, index) % 10**8),
         "patient_id": f"SYN{_hash_int('pid', seed, index) % 10**10:010d}",
@@ -1508,7 +1531,8 @@ def render_study(
     for lm in landmarks.values():
         if not lm.annotated:
             continue
-        points.append({"coord": lm.coord, "zIndex": mid, "tag": {"identification": lm.identification, lm.group: lm.tag}})
+        tag = {"identification": lm.identification, lm.group: lm.tag}
+        points.append({"coord": lm.coord, "zIndex": mid, "tag": tag})
     order = _rng(seed, index, "point-order").permutation(len(points))
     points = [points[int(j)] for j in order]
     t2s = series["t2_sag"]
@@ -1591,7 +1615,7 @@ def generate_dataset(
     """
     if studies < 0:
         raise ValueError("studies must be >= 0")
-    _merge_frequencies(frequencies)  # validate before writing anything
+    sample_labels(seed, 0, frequencies, p_missing, p_extra)  # validate the arguments before writing anything
     out = Path(out)
     split_dir = out / split
     _prepare_split_dir(split_dir)
@@ -1614,7 +1638,9 @@ def generate_dataset(
 # --------------------------------------------------------------------------------------------------
 
 
-def preview_image(study: SyntheticStudy, scale: float = 1.0, role: str | None = None, index: int | None = None) -> np.ndarray:
+def preview_image(
+    study: SyntheticStudy, scale: float = 1.0, role: str | None = None, index: int | None = None
+) -> np.ndarray:
     """8-bit BGR rendering of a frame (default: the annotated one) with the landmarks and tags drawn."""
     role = role or study.annotated_role
     index = study.annotated_index if index is None else index
