@@ -81,3 +81,14 @@ def test_loss_falls_on_tiny_data(tmp_path, synthetic_root):
         opt.step()
         losses.append(float(loss))
     assert losses[-1] < 0.3 * losses[0], losses[::8]
+
+
+def test_wandb_logger_writes_offline_run_in_run_dir(tmp_path, synthetic_root, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = make_cfg(tmp_path, synthetic_root, ["logger=wandb", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+                                              "evaluate=false", "logger.wandb.group=g1", "tags=[t1]"])
+    train(cfg)
+    runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))

@@ -86,6 +86,17 @@ def draw_overlays(module, datamodule, path: Path, n: int) -> Path | None:
     )
 
 
+def finish_wandb(loggers: list, result: dict) -> None:
+    """Put the best epoch's table metrics into the W&B summary and close the run (so the next
+    job of a sweep in the same process starts a new one)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for lg in loggers:
+        if isinstance(lg, WandbLogger):
+            lg.experiment.summary.update({f"best/{k}": result[k] for k in METRIC_KEYS if k in result})
+            lg.experiment.finish()
+
+
 def train(cfg: DictConfig) -> dict:
     """Run one training job from a composed config; returns the best epoch's metrics."""
     output_dir = Path(cfg.paths.output_dir)
@@ -120,9 +131,7 @@ def train(cfg: DictConfig) -> dict:
         overlay = draw_overlays(model, datamodule, output_dir / "predictions.png", int(cfg.get("overlay_studies", 8)))
         if overlay:
             log.info("overlays: %s", overlay)
-    for lg in loggers:
-        if hasattr(lg, "experiment") and type(lg).__name__ == "WandbLogger":
-            lg.experiment.summary.update({k: result[k] for k in METRIC_KEYS if k in result})
+    finish_wandb(loggers, result)
     log.info("run directory: %s", output_dir)
     return result
 

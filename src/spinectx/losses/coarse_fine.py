@@ -40,6 +40,8 @@ class CoarseFineLoss(nn.Module):
     Args:
         heatmap_weight, offset_weight, class_weight: loss weights.
         groups: group index of each landmark [K] (from the data's landmark set).
+        offset_beta: SmoothL1 transition point, in cells (1.0 = PyTorch's default; smaller is
+            closer to L1, whose constant gradient refines sub-cell offsets faster).
     """
 
     def __init__(
@@ -48,12 +50,14 @@ class CoarseFineLoss(nn.Module):
         heatmap_weight: float = 1.0,
         offset_weight: float = 2.0,
         class_weight: float = 0.1,
+        offset_beta: float = 1.0,
     ):
         super().__init__()
         self.register_buffer("groups", torch.as_tensor(list(groups), dtype=torch.long), persistent=False)
         self.heatmap_weight = float(heatmap_weight)
         self.offset_weight = float(offset_weight)
         self.class_weight = float(class_weight)
+        self.offset_beta = float(offset_beta)
 
     def forward(
         self, output: torch.Tensor, targets: CoarseFineTargets, labels: torch.Tensor, codec: CoarseFineCodec
@@ -68,8 +72,8 @@ class CoarseFineLoss(nn.Module):
 
         mask = targets.offset_mask
         n_off = mask.sum().clamp(min=1)
-        l_y = (F.smooth_l1_loss(off_y, targets.offset_y, reduction="none") * mask).sum() / n_off
-        l_x = (F.smooth_l1_loss(off_x, targets.offset_x, reduction="none") * mask).sum() / n_off
+        l_y = (F.smooth_l1_loss(off_y, targets.offset_y, reduction="none", beta=self.offset_beta) * mask).sum() / n_off
+        l_x = (F.smooth_l1_loss(off_x, targets.offset_x, reduction="none", beta=self.offset_beta) * mask).sum() / n_off
         loss_offset = l_y + l_x
 
         logit_at_peak = logit.flatten(2).gather(-1, targets.peak_index[..., None])[..., 0]  # [B, K]
