@@ -70,3 +70,20 @@ def test_synthetic_generated_on_first_use(tmp_path):
     assert (root / "lumbar_train_annotation.json").is_file()
     dm.setup("fit")
     assert len(dm.train_set.records) + len(dm.val_set.records) == 4
+
+
+def test_progressive_resizing_schedule(synthetic_root, tmp_path):
+    dm = make_dm(synthetic_root, tmp_path, train_size_schedule={0: 32, 2: 64})
+    assert [dm.train_size(e) for e in range(4)] == [32, 32, 64, 64]
+    assert next(iter(dm.train_dataloader()))["image"].shape[-2:] == (32, 32)  # no trainer: epoch 0
+    assert dm.val_set[0]["image"].shape[-2:] == (64, 64)  # validation stays at image_size
+
+    class FakeTrainer:
+        current_epoch = 2
+        reload_dataloaders_every_n_epochs = 1
+
+    dm.trainer = FakeTrainer()
+    assert next(iter(dm.train_dataloader()))["image"].shape[-2:] == (64, 64)
+    FakeTrainer.reload_dataloaders_every_n_epochs = 0
+    with pytest.raises(ValueError, match="reload_dataloaders_every_n_epochs"):
+        dm.train_dataloader()

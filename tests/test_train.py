@@ -92,3 +92,19 @@ def test_wandb_logger_writes_offline_run_in_run_dir(tmp_path, synthetic_root, mo
     train(cfg)
     runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+
+
+def test_flip_tta_unflips_x(tmp_path, synthetic_root):
+    """On a mirror-symmetric image both passes agree, so the averaged x must be the centre column."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = make_cfg(tmp_path, synthetic_root, ["model.tta=true"])
+    module = instantiate(cfg.model, landmarks=OmegaConf.to_container(cfg.data.landmarks)).eval()
+    half = torch.rand(2, 1, 64, 32)
+    image = torch.cat([half, half.flip(-1)], dim=-1)  # symmetric about x = 31.5
+    decoded = module.predict_keypoints(image)
+    assert torch.allclose(decoded.keypoints[..., 0], torch.full((2, 11), 31.5), atol=1e-4)
+    module.hparams.tta = False
+    plain = module.predict_keypoints(image)
+    assert not torch.allclose(plain.keypoints[..., 0], torch.full((2, 11), 31.5), atol=1e-2)

@@ -67,6 +67,10 @@ class SpineDataModule(L.LightningDataModule):
         cache_dir: decoded-frame cache (``None``: decode every time).
         augment: keyword arguments of :class:`SpineTransform` for training, plus ``neighbour_p``.
         synthetic: ``{studies, seed, workers}`` to generate the dataset into ``root`` on first use.
+        train_size_schedule: progressive resizing, ``{epoch: size}``: training images are
+            ``size`` from that epoch on (e.g. ``{0: 192, 3: 288}``: cheap low-resolution epochs
+            learn the coarse layout first). Validation always uses ``image_size``. Needs the
+            trainer's ``reload_dataloaders_every_n_epochs=1``.
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class SpineDataModule(L.LightningDataModule):
         val_batch_size: int | None = None,
         synthetic: Mapping | None = None,
         pin_memory: bool = False,
+        train_size_schedule: Mapping[int, int] | None = None,
     ):
         super().__init__()
         self.root = str(root)
@@ -105,6 +110,7 @@ class SpineDataModule(L.LightningDataModule):
         self.augment = dict(augment or {})
         self.synthetic = dict(synthetic) if synthetic else None
         self.pin_memory = bool(pin_memory)
+        self.train_size_schedule = {int(k): int(v) for k, v in (train_size_schedule or {}).items()}
         self.index: DatasetIndex | None = None
         self.train_set: SpineDataset | None = None
         self.val_set: SpineDataset | None = None
@@ -129,21 +135,28 @@ class SpineDataModule(L.LightningDataModule):
             log.warning("%d data problems (run spinectx-data for the full list); first: %s", len(self.index.problems), self.index.problems[0])
         by_uid = {r.study_uid: r for r in self.index.records}
         train_uids, val_uids = split_studies(list(by_uid), self.num_folds, self.fold, self.fraction, self.seed)
-        aug = dict(self.augment)
-        neighbour_p = float(aug.pop("neighbour_p", 0.0))
         self.train_set = SpineDataset(
             [by_uid[u] for u in train_uids],
             self.landmarks,
-            SpineTransform(self.image_size, train=True, **aug),
+            self._train_transform(self.train_size(0)),
             self.cache,
             num_rep=self.num_rep,
-            neighbour_p=neighbour_p,
+            neighbour_p=float(self.augment.get("neighbour_p", 0.0)),
         )
         self.val_set = SpineDataset([by_uid[u] for u in val_uids], self.landmarks, SpineTransform(self.image_size, train=False), self.cache)
         log.info(
             "fold %d/%d: %d training studies (fraction %.2f) × %d passes, %d validation studies",
             self.fold, self.num_folds, len(train_uids), self.fraction, self.num_rep, len(val_uids),
         )
+
+    def _train_transform(self, size: int) -> SpineTransform:
+        aug = {k: v for k, v in self.augment.items() if k != "neighbour_p"}
+        return SpineTransform(size, train=True, **aug)
+
+    def train_size(self, epoch: int) -> int:
+        """Training image size at ``epoch`` (the schedule's latest entry ≤ epoch, else image_size)."""
+        started = [e for e in self.train_size_schedule if e <= epoch]
+        return self.train_size_schedule[max(started)] if started else self.image_size
 
     def _loader(self, dataset: SpineDataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -158,6 +171,14 @@ class SpineDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup() first"
+        if len(set(self.train_size_schedule.values()) | {self.image_size}) > 1:
+            trainer = self.trainer
+            if trainer is not None and trainer.reload_dataloaders_every_n_epochs != 1:
+                raise ValueError("data.train_size_schedule needs trainer.reload_dataloaders_every_n_epochs=1")
+            size = self.train_size(trainer.current_epoch if trainer is not None else 0)
+            if self.train_set.transform is None or self.train_set.transform.size != (size, size):
+                log.info("training image size %d from epoch %d", size, trainer.current_epoch if trainer else 0)
+                self.train_set.transform = self._train_transform(size)
         return self._loader(self.train_set, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -32,6 +32,8 @@ class LandmarkModule(L.LightningModule):
         optimizer: Hydra config of a partial optimizer (``params`` filled in).
         scheduler: Hydra config of a partial LR scheduler stepped once per epoch, or None.
         name, backbone, msc: descriptive labels recorded for reports and loggers.
+        tta: horizontal-flip test-time averaging in validation and prediction (SPEC §3): the
+            keypoints and probabilities of the image and of its mirror (x → W−1−x) are averaged.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class LandmarkModule(L.LightningModule):
         name: str = "model",
         backbone: str | None = None,
         msc: bool | None = None,
+        tta: bool = False,
     ):
         super().__init__()
         net, codec, loss, landmarks = _plain(net), _plain(codec), _plain(loss), _plain(landmarks)
@@ -63,9 +66,21 @@ class LandmarkModule(L.LightningModule):
         return self.net(image)
 
     @torch.no_grad()
-    def predict_keypoints(self, image: torch.Tensor) -> Decoded:
-        """[B, 1, H, W] → decoded keypoints (x, y input px), scores and P(abnormal)."""
-        return self.codec.decode(self(image))
+    def predict_keypoints(self, image: torch.Tensor, output: torch.Tensor | None = None) -> Decoded:
+        """[B, 1, H, W] → decoded keypoints (x, y input px), scores and P(abnormal), with
+        flip averaging when ``tta`` is on. ``output``: the network output for ``image`` if
+        already computed."""
+        decoded = self.codec.decode(self(image) if output is None else output)
+        if not self.hparams.tta:
+            return decoded
+        mirrored = self.codec.decode(self(image.flip(-1)))
+        keypoints = mirrored.keypoints.clone()
+        keypoints[..., 0] = image.shape[-1] - 1 - keypoints[..., 0]
+        return Decoded(
+            keypoints=(decoded.keypoints + keypoints) / 2,
+            score=(decoded.score + mirrored.score) / 2,
+            prob=(decoded.prob + mirrored.prob) / 2,
+        )
 
     # -- training --------------------------------------------------------------------------
     def _losses(self, batch: dict, output: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -82,7 +97,7 @@ class LandmarkModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         output = self(batch["image"])
         losses = self._losses(batch, output)
-        decoded = self.codec.decode(output)
+        decoded = self.predict_keypoints(batch["image"], output)
         self.val_metric.update(decoded.keypoints, decoded.prob, batch["keypoints"], batch["annotated"],
                                batch["labels"], batch["spacing"])
         self.log("val/loss", losses["loss"], on_epoch=True, batch_size=batch["image"].shape[0], sync_dist=True)
