@@ -103,10 +103,6 @@ class LandmarkSet:
     def group(self, identification: str) -> LandmarkGroup:
         return self.groups[self.group_of[self.index[identification]]]
 
-    def group_mask(self, group_index: int) -> np.ndarray:
-        """Boolean mask [K] of the landmarks belonging to group ``group_index``."""
-        return np.asarray(self.group_of) == group_index
-
     def parse_tags(self, identification: str, value: str | Iterable[str]) -> tuple[str, ...]:
         """Split a tag value like ``"v3,v5"`` into known class codes of the landmark's group.
 

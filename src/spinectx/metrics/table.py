@@ -113,8 +113,3 @@ class TableMetric(Metric):
         out["Score"] = torch.tensor(sum(l_values) / len(l_values) * sum(c_values) / len(c_values))
         return out
 
-
-def table_row(values: dict, keys: Sequence[str] | None = None) -> str:
-    """One Markdown table row of percentages (``L-Disc | L-Vertebra | ... | Score``)."""
-    keys = list(keys or values.keys())
-    return "| " + " | ".join(f"{100 * float(values[k]):.2f}" for k in keys) + " |"
