@@ -56,10 +56,11 @@ class FrameCache:
                 return np.load(target).astype(np.float32)
             except (OSError, ValueError):
                 pass  # damaged cache entry: decode again and overwrite
-        frame = normalise_intensity(read_frame(path))
+        frame = normalise_intensity(read_frame(path)).astype(np.float16)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
-            np.save(fh, frame.astype(np.float16))
+            np.save(fh, frame)
         os.replace(tmp, target)  # atomic: concurrent workers never see half a file
-        return frame
+        # return what later reads return, so the first epoch sees the same pixels as the rest
+        return frame.astype(np.float32)

@@ -175,9 +175,10 @@ class SpineDataModule(L.LightningDataModule):
             trainer = self.trainer
             if trainer is not None and trainer.reload_dataloaders_every_n_epochs != 1:
                 raise ValueError("data.train_size_schedule needs trainer.reload_dataloaders_every_n_epochs=1")
-            size = self.train_size(trainer.current_epoch if trainer is not None else 0)
-            if self.train_set.transform is None or self.train_set.transform.size != (size, size):
-                log.info("training image size %d from epoch %d", size, trainer.current_epoch if trainer else 0)
+            epoch = trainer.current_epoch if trainer is not None else 0
+            size = self.train_size(epoch)
+            if self.train_set.transform.size != (size, size):
+                log.info("training image size %d from epoch %d", size, epoch)
                 self.train_set.transform = self._train_transform(size)
         return self._loader(self.train_set, self.batch_size, shuffle=True)
 

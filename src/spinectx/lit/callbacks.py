@@ -38,6 +38,7 @@ class MetricsJson(L.Callback):
     def __init__(self, path: str, monitor: str = "val/Score", mode: str = "max", extra: dict | None = None):
         self.path = Path(path)
         self.monitor = monitor
+        self.key = monitor.removeprefix("val/")  # the monitored metric's name in metrics.json
         self.mode = mode
         self.extra = dict(extra or {})
         self.history: list[dict] = []
@@ -46,24 +47,24 @@ class MetricsJson(L.Callback):
     def _better(self, value: float) -> bool:
         if self.best is None:
             return True
-        best = self.best[self.monitor.removeprefix("val/")]
+        best = self.best[self.key]
         return value > best if self.mode == "max" else value < best
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit" or not trainer.is_global_zero:
             return
         metrics = {k.removeprefix("val/"): float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        if self.monitor.removeprefix("val/") not in metrics:
+        if self.key not in metrics:
             return
         entry = {"epoch": int(trainer.current_epoch), "step": int(trainer.global_step), **metrics}
         self.history.append(entry)
-        value = metrics[self.monitor.removeprefix("val/")]
+        value = metrics[self.key]
         if not math.isnan(value) and self._better(value):
             self.best = entry
         self.write()
         shown = "  ".join(f"{k} {100 * metrics[k]:.1f}" for k in METRIC_KEYS if k in metrics)
         log.info("epoch %d: %s (best %s %.1f at epoch %d)", entry["epoch"], shown, self.monitor,
-                 100 * self.best[self.monitor.removeprefix("val/")], self.best["epoch"])
+                 100 * self.best[self.key], self.best["epoch"])
 
     def write(self) -> None:
         if self.best is None:
