@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BIN = Path(sys.executable).parent
 
 
@@ -44,3 +46,21 @@ def test_data_check_reports_bad_root(tmp_path):
     proc = subprocess.run([str(BIN / "spinectx-data"), f"root={tmp_path}/missing", f"out={tmp_path}/x.json"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "dataset root not found" in proc.stderr + proc.stdout
+
+
+def test_profile_writes_the_table_beside_the_paper(tmp_path):
+    import csv
+
+    out = tmp_path / "prof" / "profile.csv"
+    run("spinectx-profile", f"out={out}", "only=[CCF-Net]", cwd=tmp_path)
+    rows = list(csv.DictReader(out.open()))
+    assert [r["method"] for r in rows] == ["CCF-Net"] * 4
+    assert list(rows[0])[:7] == ["method", "backbone", "msc", "params_M", "flops_G", "paper_params_M", "paper_flops_G"]
+    r18 = {r["msc"]: r for r in rows if r["backbone"] == "resnet18"}
+    assert float(r18["true"]["params_M"]) == pytest.approx(4.83, rel=0.01)
+    assert float(r18["true"]["flops_G"]) == pytest.approx(12.0, rel=0.01)
+    # the paper prints this row's params and FLOPs swapped: compared the right way round
+    assert float(r18["false"]["paper_params_M"]) == 11.20 and float(r18["false"]["paper_flops_G"]) == 9.51
+    assert all(r["within"] == "yes" for r in rows)
+    md = out.with_suffix(".md").read_text()
+    assert md.count("| CCF-Net |") == 4

@@ -20,8 +20,9 @@ def test_round_trip_is_exact(stride):
     decoded = codec.decode(codec.targets_as_output(targets))
     assert decoded.keypoints.shape == (4, 11, 2)
     assert torch.allclose(decoded.keypoints, pts, atol=1e-4)
-    # the argmax cell is the cell that contains the point
-    row, col = (pts[..., 1] // stride).long(), (pts[..., 0] // stride).long()
+    # the target's peak cell is the cell whose centre is nearest the point
+    centre = lambda v: torch.round((v - (stride - 1) / 2) / stride).long()  # noqa: E731
+    row, col = centre(pts[..., 1]), centre(pts[..., 0])
     assert torch.equal(targets.peak_index, row * (256 // stride) + col)
 
 

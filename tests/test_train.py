@@ -33,9 +33,30 @@ def test_config_composes_with_issue_overrides(tmp_path, synthetic_root):
         make_cfg(tmp_path, synthetic_root, [f"logger={logger}"])
 
 
-def test_fast_dev_run(tmp_path, synthetic_root):
-    cfg = make_cfg(tmp_path, synthetic_root, ["+trainer.fast_dev_run=true", "evaluate=false"])
-    train(cfg)
+@pytest.mark.parametrize("overrides", [
+    ["model=ccfnet"],
+    ["model=ccfnet", "model.msc=false", "model/codec=integral"],
+    ["model=simplebaseline", "model.msc=true"],
+    ["model=simplebaseline", "model/codec=integral"],
+    ["model=scn"],
+    ["model=hrnet"],
+], ids=lambda o: "-".join(x.split("=")[-1] for x in o))
+def test_fast_dev_run_every_family(tmp_path, synthetic_root, overrides):
+    cfg = make_cfg(tmp_path, synthetic_root, ["+trainer.fast_dev_run=true", "evaluate=false", *overrides])
+    result = train(cfg)
+    # every run records its network's size and cost at the paper's 512² input
+    assert result["complexity"]["params_M"] > 1 and result["complexity"]["flops_G"] > 1
+    assert result["complexity"]["train_input_size"] == 64
+
+
+def test_codec_and_loss_must_match(tmp_path, synthetic_root):
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = make_cfg(tmp_path, synthetic_root, ["model=simplebaseline",
+                                              "model.loss._target_=spinectx.losses.IntegralLoss", "~model.loss.heatmap_weight"])
+    with pytest.raises(Exception, match="IntegralLoss trains a IntegralCodec"):  # wrapped by Hydra
+        instantiate(cfg.model, landmarks=OmegaConf.to_container(cfg.data.landmarks))
 
 
 def test_short_fit_writes_metrics_checkpoints_and_overlay(tmp_path, synthetic_root):
@@ -51,6 +72,7 @@ def test_short_fit_writes_metrics_checkpoints_and_overlay(tmp_path, synthetic_ro
     assert metrics["evaluation"]["Score"] == pytest.approx(metrics["Score"], abs=1e-6)
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "predictions.png").stat().st_size > 10_000
     assert result["Score"] == metrics["Score"]
+    assert metrics["complexity"]["params_M"] == pytest.approx(4.83, abs=0.01)
     # the checkpoint rebuilds the model without any config file
     from spinectx.lit import LandmarkModule
 

@@ -23,7 +23,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from spinectx.cli import CONF_DIR
-from spinectx.lit.callbacks import METRIC_KEYS, write_json_atomic
+from spinectx.lit.callbacks import METRIC_KEYS, MetricsJson, write_json_atomic
+from spinectx.models.complexity import complexity_report
 
 log = logging.getLogger("spinectx.train")
 
@@ -94,6 +95,7 @@ def finish_wandb(loggers: list, result: dict) -> None:
     for lg in loggers:
         if isinstance(lg, WandbLogger):
             lg.experiment.summary.update({f"best/{k}": result[k] for k in METRIC_KEYS if k in result})
+            lg.experiment.summary.update({f"complexity/{k}": v for k, v in result.get("complexity", {}).items()})
             lg.experiment.finish()
 
 
@@ -106,16 +108,22 @@ def train(cfg: DictConfig) -> dict:
     log.info("data: %s", cfg.data.root)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     model = hydra.utils.instantiate(cfg.model, landmarks=OmegaConf.to_container(cfg.data.landmarks, resolve=True))
+    complexity = complexity_report(model.net, int(cfg.data.image_size))
+    log.info("%s %s msc=%s: %.2f M params, %.2f G MACs at 512² (paper convention)", cfg.model.name,
+             cfg.model.backbone, cfg.model.msc, complexity["params_M"], complexity["flops_G"])
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg, with_logger=bool(loggers))
+    for cb in callbacks:
+        if isinstance(cb, MetricsJson):
+            cb.extra["complexity"] = complexity
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "complexity": complexity})
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), output_dir))
 
     metrics_file = output_dir / "metrics.json"
-    result = {}
+    result = {"complexity": complexity}
     if metrics_file.is_file():
         import json
 

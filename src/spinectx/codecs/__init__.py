@@ -1,5 +1,17 @@
 """Keypoint codecs: keypoints ⇄ training targets, one codec object per model."""
 
-from spinectx.codecs.coarse_fine import CoarseFineCodec, CoarseFineTargets, Decoded
+from spinectx.codecs.base import Decoded, KeypointCodec
+from spinectx.codecs.coarse_fine import CoarseFineCodec, CoarseFineTargets
+from spinectx.codecs.heatmap import HeatmapCodec, HeatmapTargets
+from spinectx.codecs.integral import IntegralCodec, IntegralTargets
 
-__all__ = ["CoarseFineCodec", "CoarseFineTargets", "Decoded"]
+__all__ = [
+    "CoarseFineCodec",
+    "CoarseFineTargets",
+    "Decoded",
+    "HeatmapCodec",
+    "HeatmapTargets",
+    "IntegralCodec",
+    "IntegralTargets",
+    "KeypointCodec",
+]

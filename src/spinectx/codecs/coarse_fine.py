@@ -1,10 +1,7 @@
 """Coarse-to-fine keypoint codec of CCF-Net (SPEC §3): grid heatmap + in-cell offsets.
 
-Conventions (used across spinectx):
-- keypoints are (x, y) = (column, row) in *input pixels*, pixel centres at integer coordinates;
-- cell (i, j) of a stride-``s`` grid covers input pixels [j·s, (j+1)·s) × [i·s, (i+1)·s), so its
-  centre is at ``(j·s + (s−1)/2, i·s + (s−1)/2)``;
-- offsets are ``(point − cell centre) / s``, i.e. in cells.
+Grid and keypoint conventions: :mod:`spinectx.codecs.base`. Offsets are
+``(point − cell centre) / s``, i.e. in cells.
 
 Network output layout: [B, 4K, h, w] = (heatmap K | y-offset K | x-offset K | class logit K).
 """
@@ -14,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from spinectx.codecs.base import Decoded, KeypointCodec
 
 
 @dataclass
@@ -30,17 +29,7 @@ class CoarseFineTargets:
     valid: torch.Tensor
 
 
-@dataclass
-class Decoded:
-    """Decoded predictions: ``keypoints`` [B, K, 2] (x, y) input pixels, ``score`` [B, K] heatmap
-    value at the chosen cell, ``prob`` [B, K] P(abnormal) from the class logit at that cell."""
-
-    keypoints: torch.Tensor
-    score: torch.Tensor
-    prob: torch.Tensor
-
-
-class CoarseFineCodec:
+class CoarseFineCodec(KeypointCodec):
     """Encode keypoints → grid targets; decode network outputs → keypoints + scores.
 
     Args:
@@ -54,32 +43,21 @@ class CoarseFineCodec:
     channels_per_landmark = 4
 
     def __init__(self, stride: int = 16, sigma: float = 16.0, offset_threshold: float = 0.6):
-        if stride <= 0 or sigma <= 0:
-            raise ValueError(f"stride and sigma must be positive, got stride={stride}, sigma={sigma}")
-        self.stride = int(stride)
+        super().__init__(stride)
+        if sigma <= 0:
+            raise ValueError(f"sigma must be positive, got {sigma}")
         self.sigma = float(sigma)
         self.offset_threshold = float(offset_threshold)
 
     def __repr__(self) -> str:
         return f"CoarseFineCodec(stride={self.stride}, sigma={self.sigma}, offset_threshold={self.offset_threshold})"
 
-    def grid_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:
-        h, w = image_hw
-        if h % self.stride or w % self.stride:
-            raise ValueError(f"image size {h}×{w} is not a multiple of the stride {self.stride}")
-        return h // self.stride, w // self.stride
-
-    def cell_centres(self, n: int, device=None) -> torch.Tensor:
-        """Input-pixel coordinate of the centres of ``n`` cells along one axis: [n]."""
-        return torch.arange(n, device=device, dtype=torch.float32) * self.stride + (self.stride - 1) / 2
-
     def encode(self, keypoints: torch.Tensor, visible: torch.Tensor, image_hw: tuple[int, int]) -> CoarseFineTargets:
         """Keypoints [B, K, 2] (x, y input px; NaN allowed where not visible), visible [B, K] bool
         → :class:`CoarseFineTargets` on a grid of ``image_hw / stride``."""
         h, w = self.grid_size(image_hw)
         device = keypoints.device
-        valid = visible.bool() & torch.isfinite(keypoints).all(-1)
-        pts = torch.where(valid[..., None], keypoints.float(), torch.zeros_like(keypoints, dtype=torch.float32))
+        valid, pts = self.valid_points(keypoints, visible)
         cy = self.cell_centres(h, device)  # [h]
         cx = self.cell_centres(w, device)  # [w]
         dy = pts[..., 1, None] - cy  # [B, K, h] input px
@@ -92,22 +70,14 @@ class CoarseFineCodec:
         offset_x = (dx / self.stride)[..., None, :].expand(-1, -1, h, w)
         peak = heatmap.flatten(2).amax(-1, keepdim=True)[..., None]
         offset_mask = (heatmap >= self.offset_threshold * peak) & valid[..., None, None]
-        row = (pts[..., 1] // self.stride).clamp(0, h - 1).long()
-        col = (pts[..., 0] // self.stride).clamp(0, w - 1).long()
         return CoarseFineTargets(
             heatmap=heatmap,
             offset_y=offset_y.contiguous(),
             offset_x=offset_x.contiguous(),
             offset_mask=offset_mask,
-            peak_index=row * w + col,
+            peak_index=self.peak_index(pts, (h, w)),
             valid=valid,
         )
-
-    def split(self, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """[B, 4K, h, w] → (heatmap, offset_y, offset_x, class_logit), each [B, K, h, w]."""
-        if output.shape[1] % self.channels_per_landmark:
-            raise ValueError(f"output has {output.shape[1]} channels, not a multiple of {self.channels_per_landmark}")
-        return tuple(output.chunk(self.channels_per_landmark, dim=1))  # type: ignore[return-value]
 
     def decode(self, output: torch.Tensor) -> Decoded:
         """Network output [B, 4K, h, w] → :class:`Decoded` (argmax cell + its offsets)."""
@@ -115,13 +85,9 @@ class CoarseFineCodec:
         b, k, h, w = heatmap.shape
         score, idx = heatmap.flatten(2).max(-1)  # [B, K]
         row, col = idx // w, idx % w
-
-        def at_peak(t: torch.Tensor) -> torch.Tensor:
-            return t.flatten(2).gather(-1, idx[..., None])[..., 0]
-
-        x = col.float() * self.stride + (self.stride - 1) / 2 + at_peak(off_x) * self.stride
-        y = row.float() * self.stride + (self.stride - 1) / 2 + at_peak(off_y) * self.stride
-        return Decoded(keypoints=torch.stack([x, y], -1), score=score, prob=torch.sigmoid(at_peak(logit)))
+        x = self.to_pixels(col.float() + self.gather(off_x, idx))
+        y = self.to_pixels(row.float() + self.gather(off_y, idx))
+        return Decoded(keypoints=torch.stack([x, y], -1), score=score, prob=torch.sigmoid(self.gather(logit, idx)))
 
     def targets_as_output(self, targets: CoarseFineTargets, class_logit: torch.Tensor | None = None) -> torch.Tensor:
         """Pack targets in the network-output layout [B, 4K, h, w] (for round-trip checks)."""

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from spinectx.codecs.coarse_fine import Decoded
+from spinectx.codecs.base import Decoded
 from spinectx.data.landmarks import LandmarkSet
 from spinectx.metrics.table import TableMetric
 
@@ -25,7 +25,8 @@ class LandmarkModule(L.LightningModule):
     ``LandmarkModule.load_from_checkpoint(path)`` works without the original config files.
 
     Args:
-        net: Hydra config of the network (``num_landmarks`` is filled in from ``landmarks``).
+        net: Hydra config of the network (``num_landmarks`` is filled in from ``landmarks``,
+            ``channels_per_landmark`` from the codec class).
         codec: Hydra config of the codec (``stride`` is filled in from the network).
         loss: Hydra config of the loss (``groups`` is filled in from ``landmarks``).
         landmarks: landmark-set config of the data (see :class:`LandmarkSet`).
@@ -54,9 +55,17 @@ class LandmarkModule(L.LightningModule):
         optimizer, scheduler = _plain(optimizer), _plain(scheduler)
         self.save_hyperparameters()
         self.landmarks = LandmarkSet.from_config(landmarks)
-        self.net = instantiate(net, num_landmarks=len(self.landmarks))
+        codec_class = get_class(codec["_target_"])
+        self.net = instantiate(net, num_landmarks=len(self.landmarks),
+                               channels_per_landmark=codec_class.channels_per_landmark)
         self.codec = instantiate(codec, stride=self.net.stride)
         self.loss_fn = instantiate(loss, groups=list(self.landmarks.group_of))
+        expected = getattr(self.loss_fn, "codec_class", None)
+        if expected is not None and not isinstance(self.codec, expected):
+            raise ValueError(
+                f"{type(self.loss_fn).__name__} trains a {expected.__name__}, but the codec is a "
+                f"{type(self.codec).__name__}: choose the codec with model/codec=... (it brings its loss)"
+            )
         titles = [g.title for g in self.landmarks.groups]
         self.val_metric = TableMetric(self.landmarks.group_of, titles)
 

@@ -9,23 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spinectx.codecs.coarse_fine import CoarseFineCodec, CoarseFineTargets
-
-
-def balanced_bce(logit: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Class-balanced binary cross-entropy over the masked entries (any shape, same for all).
-
-    Positives and negatives each contribute half of the loss (mean BCE within each class), so the
-    rarer class weighs as much as the common one; a class absent from the batch contributes 0.
-    """
-    mask = mask & torch.isfinite(target)
-    target = torch.nan_to_num(target, nan=0.0)
-    bce = F.binary_cross_entropy_with_logits(logit.float(), target.float(), reduction="none")
-    total = logit.new_zeros((), dtype=torch.float32)
-    for cls_mask in (mask & (target > 0.5), mask & (target <= 0.5)):
-        n = cls_mask.sum()
-        if n > 0:
-            total = total + 0.5 * (bce * cls_mask).sum() / n
-    return total
+from spinectx.losses.classification import GroupBalancedBCE
 
 
 class CoarseFineLoss(nn.Module):
@@ -44,6 +28,8 @@ class CoarseFineLoss(nn.Module):
             closer to L1, whose constant gradient refines sub-cell offsets faster).
     """
 
+    codec_class = CoarseFineCodec
+
     def __init__(
         self,
         groups: Sequence[int],
@@ -53,7 +39,7 @@ class CoarseFineLoss(nn.Module):
         offset_beta: float = 1.0,
     ):
         super().__init__()
-        self.register_buffer("groups", torch.as_tensor(list(groups), dtype=torch.long), persistent=False)
+        self.classification = GroupBalancedBCE(groups)
         self.heatmap_weight = float(heatmap_weight)
         self.offset_weight = float(offset_weight)
         self.class_weight = float(class_weight)
@@ -76,10 +62,7 @@ class CoarseFineLoss(nn.Module):
         l_x = (F.smooth_l1_loss(off_x, targets.offset_x, reduction="none", beta=self.offset_beta) * mask).sum() / n_off
         loss_offset = l_y + l_x
 
-        logit_at_peak = logit.flatten(2).gather(-1, targets.peak_index[..., None])[..., 0]  # [B, K]
-        group = self.groups.to(logit.device).expand_as(labels)
-        losses = [balanced_bce(logit_at_peak, labels, valid & (group == g)) for g in torch.unique(self.groups)]
-        loss_class = torch.stack(losses).mean()
+        loss_class = self.classification(logit, targets.peak_index, labels, valid)
 
         total = self.heatmap_weight * loss_heatmap + self.offset_weight * loss_offset + self.class_weight * loss_class
         return {"loss": total, "heatmap": loss_heatmap.detach(), "offset": loss_offset.detach(), "class": loss_class.detach()}

@@ -17,6 +17,7 @@ def create_backbone(
     out_stride: int = 32,
     pretrained: bool = False,
     pretrained_path: str | None = None,
+    **timm_kwargs,
 ) -> nn.Module:
     """A timm feature extractor ending at ``out_stride`` (its later stages are not built).
 
@@ -26,6 +27,7 @@ def create_backbone(
         pretrained: load timm's pretrained weights (needs network unless ``pretrained_path``).
         pretrained_path: a local weights file (``.pth``/``.safetensors``) loaded instead of a
             download, via timm's ``pretrained_cfg_overlay``.
+        timm_kwargs: passed on to ``timm.create_model`` (e.g. ``feature_location`` for HRNet).
 
     The returned module maps [B, 3, H, W] → list with one tensor [B, C, H/out_stride, W/out_stride];
     ``module.feature_info.channels()[-1]`` is C.
@@ -45,6 +47,7 @@ def create_backbone(
         features_only=True,
         out_indices=(_STRIDE_TO_INDEX[out_stride],),
         **kwargs,
+        **timm_kwargs,
     )
 
 

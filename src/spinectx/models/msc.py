@@ -16,16 +16,24 @@ class DenseAtrousBlock(nn.Module):
 
     Branches: d1; d3→1×1; d1→d3→1×1; d1→d3→d5→1×1 (one shared 1×1 conv), each ReLU'd.
     The three 3×3 convs are shared between branches. [B, C, H, W] → [B, C, H, W].
+
+    ``share_branches`` (default True) computes each chained intermediate once and reuses it;
+    False recomputes every branch from the input, as the released code does. Both give the same
+    output; the released form costs 66·C² multiply-accumulates per position instead of 39·C², and
+    the paper's MAC counts include that (see :mod:`spinectx.models.complexity`).
     """
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, share_branches: bool = True):
         super().__init__()
+        self.share_branches = bool(share_branches)
         self.dil1 = nn.Conv2d(channels, channels, 3, padding=1, dilation=1)
         self.dil3 = nn.Conv2d(channels, channels, 3, padding=3, dilation=3)
         self.dil5 = nn.Conv2d(channels, channels, 3, padding=5, dilation=5)
         self.mix = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.share_branches:
+            return x + sum(F.relu(b) for b in self._branches_unshared(x))
         d1 = self.dil1(x)
         d13 = self.dil3(d1)
         b1 = F.relu(d1)
@@ -33,6 +41,15 @@ class DenseAtrousBlock(nn.Module):
         b3 = F.relu(self.mix(d13))
         b4 = F.relu(self.mix(self.dil5(d13)))
         return x + b1 + b2 + b3 + b4
+
+    def _branches_unshared(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The four pre-activation branches, each computed from the input on its own."""
+        return [
+            self.dil1(x),
+            self.mix(self.dil3(x)),
+            self.mix(self.dil3(self.dil1(x))),
+            self.mix(self.dil5(self.dil3(self.dil1(x)))),
+        ]
 
 
 class MultiKernelPooling(nn.Module):

@@ -1,0 +1,58 @@
+"""What every landmark network shares: input handling and the output contract.
+
+Input: [B, 1 or 3, H, W] float, intensities ~[0, 1] (grayscale is repeated to 3 channels and
+standardised with ImageNet statistics inside the model, so pretrained weights see what they were
+trained on). Output: [B, channels_per_landmark · K, H/stride, W/stride] in the layout of the
+model's codec (:mod:`spinectx.codecs.base`): first block of K = localisation map, last block of K
+= class logits.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from spinectx.models.backbones import to_three_channels
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class LandmarkNet(nn.Module):
+    """Base class of the networks: subclasses set ``stride`` and implement ``forward_features``
+    (standardised image → features) and ``forward_head`` (features → output)."""
+
+    stride: int
+
+    def __init__(self, num_landmarks: int, channels_per_landmark: int):
+        super().__init__()
+        if num_landmarks <= 0 or channels_per_landmark <= 0:
+            raise ValueError(
+                f"num_landmarks and channels_per_landmark must be positive, got {num_landmarks}, {channels_per_landmark}"
+            )
+        self.num_landmarks = int(num_landmarks)
+        self.channels_per_landmark = int(channels_per_landmark)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    @property
+    def out_channels(self) -> int:
+        return self.num_landmarks * self.channels_per_landmark
+
+    def standardise(self, image: torch.Tensor) -> torch.Tensor:
+        """[B, 1|3, H, W] in ~[0, 1] → [B, 3, H, W] ImageNet-standardised."""
+        return (to_three_channels(image) - self.mean) / self.std
+
+    def forward_features(self, image: torch.Tensor):
+        raise NotImplementedError
+
+    def forward_head(self, features) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """[B, 1|3, H, W] → [B, channels_per_landmark·K, H/stride, W/stride]."""
+        if image.shape[-2] % self.stride or image.shape[-1] % self.stride:
+            raise ValueError(
+                f"{type(self).__name__}: input size {tuple(image.shape[-2:])} is not a multiple of its stride {self.stride}"
+            )
+        return self.forward_head(self.forward_features(image))
