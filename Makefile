@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help install demo test test-all clean
+.PHONY: help install demo profile zoo test test-all clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,6 +21,12 @@ $(STAMP): pyproject.toml
 
 demo: install  ## generate synthetic data, train CCF-Net R18+MSC on fold 0, print the table row
 	$(BIN)/spinectx-train experiment=demo $(ARGS)
+
+profile: install  ## params/FLOPs of every paper table row beside the paper -> logs/profile.{csv,md}
+	$(BIN)/spinectx-profile out=logs/profile.csv $(ARGS)
+
+zoo: install  ## train every paper table row briefly on synthetic data (~45 min) -> experiments/model_zoo/results
+	$(BIN)/python experiments/model_zoo/run.py $(ARGS)
 
 test: install  ## the test suite (fast; what CI runs)
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)

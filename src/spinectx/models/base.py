@@ -18,6 +18,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def init_output_conv(conv: nn.Conv2d, std: float = 1e-3) -> nn.Conv2d:
+    """Small output weights and zero bias (Xiao et al. 2018): dense maps start near zero, so the
+    first steps are not spent unlearning large random heatmaps."""
+    nn.init.normal_(conv.weight, std=std)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
 class LandmarkNet(nn.Module):
     """Base class of the networks: subclasses set ``stride`` and implement ``forward_features``
     (standardised image → features) and ``forward_head`` (features → output)."""

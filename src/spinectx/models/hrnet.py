@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from spinectx.models.backbones import backbone_channels, create_backbone
-from spinectx.models.base import LandmarkNet
+from spinectx.models.base import LandmarkNet, init_output_conv
 
 
 def keep_highest_resolution_only(backbone: nn.Module) -> None:
@@ -42,7 +42,7 @@ class HRNet(LandmarkNet):
             raise ValueError(f"HRNet needs an hrnet_* backbone, got {backbone!r}")
         self.backbone = create_backbone(backbone, 4, pretrained, pretrained_path, feature_location="")
         keep_highest_resolution_only(self.backbone)
-        self.head = nn.Conv2d(backbone_channels(self.backbone), self.out_channels, 1)
+        self.head = init_output_conv(nn.Conv2d(backbone_channels(self.backbone), self.out_channels, 1))
 
     def forward_features(self, image: torch.Tensor) -> torch.Tensor:
         """[B, 1|3, H, W] → stride-4 features [B, 32, H/4, W/4]."""

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from spinectx.models.backbones import backbone_channels, create_backbone
-from spinectx.models.base import LandmarkNet
+from spinectx.models.base import LandmarkNet, init_output_conv
 from spinectx.models.msc import MSC
 
 
@@ -55,7 +55,7 @@ class SimpleBaseline(LandmarkNet):
         channels = backbone_channels(self.backbone)
         self.neck = MSC(channels, tuple(pool_kernels)) if msc else nn.Identity()
         self.deconv = deconv_stack(channels, deconv_channels, {16: 2, 32: 3}[backbone_stride])
-        self.head = nn.Conv2d(deconv_channels, self.out_channels, 1)
+        self.head = init_output_conv(nn.Conv2d(deconv_channels, self.out_channels, 1))
 
     def forward_features(self, image: torch.Tensor) -> torch.Tensor:
         """[B, 1|3, H, W] → upsampled features [B, deconv_channels, H/4, W/4]."""
