@@ -109,3 +109,17 @@ def test_ccfnet_r18_msc_matches_the_paper():
     c = measure(CCFNet(K, backbone="resnet18", msc=True), (512, 512))
     assert round(c.params_m, 2) == pytest.approx(4.83, rel=0.01)
     assert round(c.macs_g, 2) == pytest.approx(12.0, rel=0.01)
+
+
+def test_local_weights_file_loads_into_the_backbones(tmp_path):
+    import timm
+
+    source = timm.create_model("resnet18", pretrained=False)
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.state_dict(), path)
+    net = SCN(K, backbone="resnet18", pretrained_path=str(path))
+    for trunk in (net.local.backbone, net.spatial.backbone):
+        assert torch.equal(trunk.conv1.weight, source.conv1.weight)
+        assert torch.equal(trunk.layer3[0].conv1.weight, source.layer3[0].conv1.weight)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        CCFNet(K, pretrained_path=str(tmp_path / "missing.pth"))
