@@ -28,7 +28,11 @@ def module_cmd(module: str, *args) -> list[str]:
 
 
 def env(**extra) -> dict:
-    return {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(SRC), **extra}
+    """The subprocess environment: offline, this checkout's sources, and no inherited W&B service
+    (an in-process W&B run earlier in the session would otherwise be shared, as one user's
+    shells never share it)."""
+    base = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return {**base, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(SRC), **extra}
 
 
 def run(module: str, *args, cwd, timeout=600, **extra_env) -> subprocess.CompletedProcess:
