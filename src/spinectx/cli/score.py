@@ -56,6 +56,7 @@ def index_images(images: str | Path, problems: list[str]):
     and files are reported in ``problems``.
     """
     from spinectx.data.errors import DataError
+    from spinectx.data.records import register_study
     from spinectx.data.study import index_study
 
     images = Path(images)
@@ -73,10 +74,7 @@ def index_images(images: str | Path, problems: list[str]):
                 problems.append(str(exc))
             continue
         problems.extend(idx.problems)
-        by_study.setdefault(idx.study_uid, idx)
-        for series in idx.series.values():
-            for h in series.slices:
-                by_instance.setdefault(h.instance_uid, idx)
+        register_study(idx, by_study, by_instance)
     return by_study, by_instance
 
 

@@ -108,6 +108,14 @@ class DatasetIndex:
         }
 
 
+def register_study(idx: StudyIndex, by_study: dict[str, StudyIndex], by_instance: dict[str, StudyIndex]) -> None:
+    """Add a study to the lookups by study uid and by instance uid (the first folder wins)."""
+    by_study.setdefault(idx.study_uid, idx)
+    for s in idx.series.values():
+        for h in s.slices:
+            by_instance.setdefault(h.instance_uid, idx)
+
+
 def _index_split_folders(split_dir: Path, problems: list[str]) -> tuple[dict[str, StudyIndex], dict[str, StudyIndex]]:
     """Index every study folder of a split → (by study uid, by instance uid)."""
     by_study: dict[str, StudyIndex] = {}
@@ -119,10 +127,7 @@ def _index_split_folders(split_dir: Path, problems: list[str]) -> tuple[dict[str
             problems.append(str(exc))
             continue
         problems.extend(idx.problems)
-        by_study.setdefault(idx.study_uid, idx)
-        for s in idx.series.values():
-            for h in s.slices:
-                by_instance[h.instance_uid] = idx
+        register_study(idx, by_study, by_instance)
     return by_study, by_instance
 
 
