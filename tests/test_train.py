@@ -31,6 +31,10 @@ def test_config_composes_with_issue_overrides(tmp_path, synthetic_root):
     assert cfg.data.fold == 2 and cfg.data.fraction == 0.5 and cfg.trainer.max_epochs == 3 and cfg.seed == 7
     for logger in ("wandb", "csv", "none"):
         make_cfg(tmp_path, synthetic_root, [f"logger={logger}"])
+    gpu = make_cfg(tmp_path, synthetic_root, ["trainer=gpu"]).trainer
+    assert gpu.accelerator == "gpu" and gpu.precision == "bf16-mixed"
+    ddp = make_cfg(tmp_path, synthetic_root, ["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]).trainer
+    assert (ddp.strategy, ddp.devices, ddp.num_nodes, ddp.sync_batchnorm) == ("ddp", 4, 2, True)
 
 
 @pytest.mark.parametrize("overrides", [
