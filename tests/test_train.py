@@ -31,6 +31,10 @@ def test_config_composes_with_issue_overrides(tmp_path, synthetic_root):
     assert cfg.data.fold == 2 and cfg.data.fraction == 0.5 and cfg.trainer.max_epochs == 3 and cfg.seed == 7
     for logger in ("wandb", "csv", "none"):
         make_cfg(tmp_path, synthetic_root, [f"logger={logger}"])
+    gpu = make_cfg(tmp_path, synthetic_root, ["trainer=gpu"]).trainer
+    assert gpu.accelerator == "gpu" and gpu.precision == "bf16-mixed"
+    ddp = make_cfg(tmp_path, synthetic_root, ["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"]).trainer
+    assert (ddp.strategy, ddp.devices, ddp.num_nodes, ddp.sync_batchnorm) == ("ddp", 4, 2, True)
 
 
 @pytest.mark.parametrize("overrides", [
@@ -110,10 +114,25 @@ def test_wandb_logger_writes_offline_run_in_run_dir(tmp_path, synthetic_root, mo
     monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_dir"))
     monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = make_cfg(tmp_path, synthetic_root, ["logger=wandb", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
-                                              "evaluate=false", "logger.wandb.group=g1", "tags=[t1]"])
+                                              "overlay_studies=0", "logger.wandb.group=g1", "logger.wandb.job_type=j1",
+                                              "tags=[t1]"])
     train(cfg)
     runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+    media = runs[0] / "files" / "media"
+    assert list(media.glob("images/val/overlays_*.png")), "overlays of the validation epoch"
+    assert list(media.glob("table/summary_*.table.json")), "end-of-run summary table"
+    # offline, config and summary live in the run's record file (synced later by `wandb sync`)
+    record = next(runs[0].glob("*.wandb")).read_bytes()
+    for key in (b"complexity/params_M", b"best/Score", b"lr-AdamW", b"val/Score", b"g1", b"j1", b"t1", b"train/loss"):
+        assert key in record, key
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_runs(tmp_path, synthetic_root, precision):
+    cfg = make_cfg(tmp_path, synthetic_root, [f"trainer.precision={precision}", "+trainer.fast_dev_run=true", "evaluate=false",
+                                              "model.channels_last=true"])
+    train(cfg)
 
 
 def test_flip_tta_unflips_x(tmp_path, synthetic_root):

@@ -60,3 +60,28 @@ def overlay_grid(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def draw_predictions(module, dataset, path: Path, n: int) -> Path | None:
+    """Predict the first ``n`` samples of ``dataset`` (evaluation transform) with ``module`` and
+    save true vs predicted landmarks to ``path``; None when there is nothing to draw."""
+    import torch
+
+    if dataset is None or len(dataset) == 0 or n <= 0:
+        return None
+    was_training = module.training
+    module.eval()
+    samples = [dataset[i] for i in range(min(n, len(dataset)))]
+    image = torch.stack([s["image"] for s in samples]).to(module.device)
+    decoded = module.predict_keypoints(image)
+    module.train(was_training)
+    return overlay_grid(
+        images=[s["image"][0].numpy() for s in samples],
+        truth=[s["keypoints"].numpy() for s in samples],
+        pred=decoded.keypoints.cpu().numpy(),
+        prob=decoded.prob.cpu().numpy(),
+        labels=[s["labels"].numpy() for s in samples],
+        names=module.landmarks.names,
+        titles=[s["study_uid"][-24:] for s in samples],
+        path=path,
+    )

@@ -2,7 +2,12 @@
 
 Writes one record per usable study (uids, pixel spacing [dy, dx] mm, shape [rows, cols],
 landmarks {identification: {coord: [x, y], tags}}, problems), the skipped studies and every
-problem found, and totals (studies, landmarks per class); prints the totals.
+problem found, and totals (studies, landmarks per class); prints the totals and the problems.
+
+``problems`` lists everything, each naming the file or folder: unreadable or duplicate DICOM
+files, studies skipped (annotated instance missing, no sagittal series, invalid PixelSpacing,
+annotated frame truncated or undecodable, no landmark inside the frame) and, per usable study,
+landmarks masked (coordinates outside the image) or points dropped from the annotation.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ def check_dataset(root: str, splits: list[str], landmarks_cfg: dict) -> dict:
         "totals": index.totals(landmarks),
         "studies": [r.to_json(landmarks) for r in index.records],
         "skipped_studies": index.skipped_studies,
-        "problems": index.problems,
+        "problems": index.problems + [p for r in index.records for p in r.problems],
     }
 
 
@@ -42,8 +47,11 @@ def main(cfg: DictConfig) -> None:
     with open(cfg.out, "w") as fh:
         json.dump(report, fh, indent=2)
     print(json.dumps(report["totals"], indent=2))
-    for p in report["problems"][:20]:
+    shown = 20
+    for p in report["problems"][:shown]:
         print("problem:", p)
+    if len(report["problems"]) > shown:
+        print(f"... and {len(report['problems']) - shown} more problems in {cfg.out}")
     log.info("wrote %s (%d studies, %d problems)", cfg.out, report["totals"]["studies"], report["totals"]["problems"])
 
 

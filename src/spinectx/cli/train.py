@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+import uuid
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -20,11 +22,12 @@ import hydra
 import lightning as L
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from spinectx.cli import CONF_DIR
 from spinectx.lit.callbacks import METRIC_KEYS, MetricsJson, write_json_atomic
 from spinectx.models.complexity import complexity_report
+from spinectx.viz import draw_predictions
 
 log = logging.getLogger("spinectx.train")
 
@@ -41,16 +44,63 @@ def build_loggers(cfg: DictConfig) -> list:
     return [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
 
 
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
-    """``last`` → the run directory's ``checkpoints/last.ckpt`` when it exists (else start fresh)."""
-    if ckpt_path in (None, "", "null"):
+def _job_overrides(run_dir: Path) -> list[str] | None:
+    """The command-line overrides a run directory was started with (without resume keys)."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not path.is_file():
         return None
-    if ckpt_path == "last":
-        last = output_dir / "checkpoints" / "last.ckpt"
-        return str(last) if last.is_file() else None
+    return sorted(o for o in OmegaConf.load(path) if not str(o).split("=")[0].lstrip("+~") in RESUME_KEYS)
+
+
+RESUME_KEYS = ("resume", "ckpt_path")
+
+
+def find_previous_run(output_dir: Path) -> Path | None:
+    """The newest sibling run directory started with the same overrides that holds a
+    ``checkpoints/last.ckpt`` (what ``resume=true`` continues)."""
+    mine = _job_overrides(output_dir)
+    if mine is None or not output_dir.parent.is_dir():
+        return None
+    candidates = [d for d in output_dir.parent.iterdir()
+                  if d != output_dir and (d / "checkpoints" / "last.ckpt").is_file() and _job_overrides(d) == mine]
+    return max(candidates, key=lambda d: (d / "checkpoints" / "last.ckpt").stat().st_mtime, default=None)
+
+
+def resolve_resume(cfg: DictConfig, output_dir: Path) -> tuple[Path, str | None]:
+    """(run directory to write into, checkpoint to resume from).
+
+    ``ckpt_path=FILE`` resumes from that file in a new run directory. ``ckpt_path=last`` or
+    ``resume=true`` continue the last checkpoint of this run directory, or else of the newest
+    earlier run of the same command (same overrides), writing on into that directory; with
+    nothing to resume they start fresh.
+    """
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == "last" or cfg.get("resume"):
+        for run_dir in (output_dir, find_previous_run(output_dir)):
+            if run_dir is not None and (run_dir / "checkpoints" / "last.ckpt").is_file():
+                log.info("resuming %s from %s", run_dir, run_dir / "checkpoints" / "last.ckpt")
+                return run_dir, str(run_dir / "checkpoints" / "last.ckpt")
+        log.info("resume: no earlier run of this command has a last.ckpt; starting fresh")
+        return output_dir, None
+    if ckpt_path in (None, "", "null"):
+        return output_dir, None
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path: checkpoint file not found: {ckpt_path}")
-    return ckpt_path
+    return output_dir, str(ckpt_path)
+
+
+def wandb_run_id(cfg: DictConfig, run_dir: Path) -> str | None:
+    """The W&B run id of this run directory: kept in ``wandb_id`` so that a resumed run logs into
+    the same W&B run. None when W&B is not configured."""
+    if not (cfg.get("logger") or {}).get("wandb"):
+        return None
+    path = run_dir / "wandb_id"
+    if path.is_file():
+        return path.read_text().strip()
+    run_id = cfg.logger.wandb.get("id") or uuid.uuid4().hex[:12]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(run_id)
+    return run_id
 
 
 def print_table(metrics: dict, title: str) -> None:
@@ -64,30 +114,7 @@ def print_table(metrics: dict, title: str) -> None:
     Console().print(table)
 
 
-def draw_overlays(module, datamodule, path: Path, n: int) -> Path | None:
-    """Predict the first ``n`` held-out studies and save true vs predicted landmarks."""
-    from spinectx.viz import overlay_grid
-
-    dataset = datamodule.val_set
-    if dataset is None or len(dataset) == 0 or n <= 0:
-        return None
-    module.eval()
-    samples = [dataset[i] for i in range(min(n, len(dataset)))]
-    image = torch.stack([s["image"] for s in samples]).to(module.device)
-    decoded = module.predict_keypoints(image)
-    return overlay_grid(
-        images=[s["image"][0].numpy() for s in samples],
-        truth=[s["keypoints"].numpy() for s in samples],
-        pred=decoded.keypoints.cpu().numpy(),
-        prob=decoded.prob.cpu().numpy(),
-        labels=[s["labels"].numpy() for s in samples],
-        names=module.landmarks.names,
-        titles=[s["study_uid"][-24:] for s in samples],
-        path=path,
-    )
-
-
-def finish_wandb(loggers: list, result: dict) -> None:
+def finish_wandb(loggers: list, result: dict, cfg: DictConfig | None = None) -> None:
     """Put the best epoch's table metrics into the W&B summary and close the run (so the next
     job of a sweep in the same process starts a new one)."""
     from lightning.pytorch.loggers import WandbLogger
@@ -96,18 +123,32 @@ def finish_wandb(loggers: list, result: dict) -> None:
         if isinstance(lg, WandbLogger):
             lg.experiment.summary.update({f"best/{k}": result[k] for k in METRIC_KEYS if k in result})
             lg.experiment.summary.update({f"complexity/{k}": v for k, v in result.get("complexity", {}).items()})
+            if cfg is not None and "Score" in result:
+                c = result.get("complexity", {})
+                columns = ["method", "backbone", "msc", "fold", "params_M", "flops_G", *METRIC_KEYS]
+                row = [cfg.model.name, cfg.model.backbone, bool(cfg.model.msc), int(cfg.data.fold), c.get("params_M"),
+                       c.get("flops_G"), *[100 * float(result[k]) for k in METRIC_KEYS]]
+                lg.log_table(key="summary", columns=columns, data=[row])
             lg.experiment.finish()
 
 
 def train(cfg: DictConfig) -> dict:
     """Run one training job from a composed config; returns the best epoch's metrics."""
-    output_dir = Path(cfg.paths.output_dir)
+    started = time.perf_counter()
+    output_dir, ckpt_path = resolve_resume(cfg, Path(cfg.paths.output_dir))
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)  # callbacks and loggers resolve their paths from it
+        run_id = wandb_run_id(cfg, output_dir)
+        if run_id:
+            cfg.logger.wandb.id = run_id
+            cfg.logger.wandb.resume = "allow"
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
 
     log.info("data: %s", cfg.data.root)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
-    model = hydra.utils.instantiate(cfg.model, landmarks=OmegaConf.to_container(cfg.data.landmarks, resolve=True))
+    model = hydra.utils.instantiate(cfg.model, landmarks=OmegaConf.to_container(cfg.data.landmarks, resolve=True),
+                                    input_size=int(cfg.data.image_size))
     complexity = complexity_report(model.net, int(cfg.data.image_size))
     log.info("%s %s msc=%s: %.2f M params, %.2f G MACs at 512² (paper convention)", cfg.model.name,
              cfg.model.backbone, cfg.model.msc, complexity["params_M"], complexity["flops_G"])
@@ -120,7 +161,7 @@ def train(cfg: DictConfig) -> dict:
     for lg in loggers:
         lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "complexity": complexity})
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), output_dir))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
 
     metrics_file = output_dir / "metrics.json"
     result = {"complexity": complexity}
@@ -128,25 +169,60 @@ def train(cfg: DictConfig) -> dict:
         import json
 
         result = json.loads(metrics_file.read_text())
-    if cfg.get("evaluate") and trainer.is_global_zero:
+    if cfg.get("evaluate"):  # every rank validates (collectives under DDP); rank 0 writes
         ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         evaluated = trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False)
-        if evaluated:
+        if evaluated and trainer.is_global_zero:
             final = {k.removeprefix("val/"): float(v) for k, v in evaluated[0].items() if k.startswith("val/")}
             result["evaluation"] = {"checkpoint": ckpt, **{k: final[k] for k in METRIC_KEYS if k in final}}
             write_json_atomic(metrics_file, result)
             print_table(final, f"held-out fold {cfg.data.fold} — {cfg.model.name} {cfg.model.backbone} msc={cfg.model.msc}")
-        overlay = draw_overlays(model, datamodule, output_dir / "predictions.png", int(cfg.get("overlay_studies", 8)))
-        if overlay:
-            log.info("overlays: %s", overlay)
-    finish_wandb(loggers, result)
-    log.info("run directory: %s", output_dir)
+        if trainer.is_global_zero:
+            overlay = draw_predictions(model, datamodule.val_set, output_dir / "predictions.png", int(cfg.get("overlay_studies", 8)))
+            if overlay:
+                log.info("overlays: %s", overlay)
+    finish_wandb(loggers, result, cfg)
+    if trainer.is_global_zero:
+        print_summary(cfg, result, output_dir, time.perf_counter() - started)
     return result
+
+
+def print_summary(cfg: DictConfig, result: dict, output_dir: Path, seconds: float) -> None:
+    """One concise end-of-run block: what ran, the best epoch, the size, where it all is."""
+    from rich.console import Console
+
+    c = result.get("complexity", {})
+    best = f"best epoch {result['epoch']}, Score {100 * result['Score']:.2f}" if "Score" in result else "no validation epoch"
+    Console().print(
+        f"[bold]{cfg.model.name}[/] {cfg.model.backbone} msc={cfg.model.msc} · fold {cfg.data.fold} · {best} · "
+        f"{c.get('params_M', float('nan')):.2f} M params, {c.get('flops_G', float('nan')):.2f} G MACs · "
+        f"{seconds / 60:.1f} min\nrun directory: {output_dir}"
+    )
+
+
+def record_failure(output_dir: Path, exc: BaseException) -> Path:
+    """Write the traceback of a failed job into its run directory (``error.txt``)."""
+    import traceback
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / "error.txt"
+    path.write_text("".join(traceback.format_exception(exc)))
+    return path
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    result = train(cfg)
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        result = train(cfg)
+    except Exception as exc:
+        path = record_failure(Path(cfg.paths.output_dir), exc)
+        if HydraConfig.get().mode != RunMode.MULTIRUN:
+            raise
+        log.error("job failed (%s: %s); traceback in %s; the sweep goes on", type(exc).__name__, exc, path)
+        return None
     score = result.get("Score")
     return float(score) if score is not None and np.isfinite(score) else None
 

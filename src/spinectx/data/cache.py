@@ -8,6 +8,7 @@ Reading a cached 512×512 frame costs well under a millisecond instead of a DICO
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -15,6 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from spinectx.data.dicom import read_frame
+from spinectx.data.errors import DicomError
+
+log = logging.getLogger(__name__)
 
 CACHE_VERSION = "v1"
 
@@ -38,9 +42,13 @@ class FrameCache:
 
     def __init__(self, folder: str | Path | None):
         self.folder = Path(folder).expanduser() if folder else None
+        self._write_failed = False
 
     def _key(self, path: Path) -> str:
-        st = path.stat()
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise DicomError(path, f"cannot read file ({exc.strerror or exc})") from exc
         raw = f"{CACHE_VERSION}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
         return hashlib.sha1(raw.encode()).hexdigest()
 
@@ -57,10 +65,19 @@ class FrameCache:
             except (OSError, ValueError):
                 pass  # damaged cache entry: decode again and overwrite
         frame = normalise_intensity(read_frame(path)).astype(np.float16)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, frame)
-        os.replace(tmp, target)  # atomic: concurrent workers never see half a file
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    np.save(fh, frame)
+                os.replace(tmp, target)  # atomic: concurrent workers never see half a file
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:  # full or read-only disk: serve the frame, uncached
+            if not self._write_failed:
+                log.warning("cannot write the frame cache in %s (%s); frames are decoded every time", self.folder, exc)
+                self._write_failed = True
         # return what later reads return, so the first epoch sees the same pixels as the rest
         return frame.astype(np.float32)

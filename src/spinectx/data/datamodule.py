@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from spinectx.data.cache import FrameCache
@@ -183,5 +184,20 @@ class SpineDataModule(L.LightningDataModule):
         return self._loader(self.train_set, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
+        """Held-out fold. Under DDP each study is validated exactly once (no padding with
+        repeated samples), so the metric equals the single-process one."""
         assert self.val_set is not None, "call setup() first"
-        return self._loader(self.val_set, self.val_batch_size, shuffle=False)
+        loader = self._loader(self.val_set, self.val_batch_size, shuffle=False)
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+            sampler = UnrepeatedDistributedSampler(self.val_set, shuffle=False)
+            loader = DataLoader(self.val_set, batch_size=self.val_batch_size, sampler=sampler, num_workers=self.num_workers,
+                                pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+        return loader
+
+    def all_studies(self) -> SpineDataset:
+        """Every usable study of ``splits`` with the evaluation transform (for ``spinectx-eval all_studies=true``)."""
+        if self.index is None:
+            self.setup("validate")
+        return SpineDataset(list(self.index.records), self.landmarks, SpineTransform(self.image_size, train=False), self.cache)

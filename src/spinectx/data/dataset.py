@@ -3,6 +3,7 @@ sample dict and applies a dict-in/dict-out transform."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -10,8 +11,11 @@ import torch
 from torch.utils.data import Dataset
 
 from spinectx.data.cache import FrameCache
+from spinectx.data.errors import DataError
 from spinectx.data.landmarks import LandmarkSet
 from spinectx.data.records import StudyRecord
+
+log = logging.getLogger(__name__)
 
 
 def record_targets(record: StudyRecord, landmarks: LandmarkSet) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +38,11 @@ class SpineDataset(Dataset):
         records: studies to serve; the dataset has ``len(records) * num_rep`` items (an epoch
             passes over the studies ``num_rep`` times).
         neighbour_p: probability of loading the slice just before or after the annotated one
-            (SPEC §3 augmentation; landmarks keep their in-plane coordinates).
+            (SPEC §3 augmentation; landmarks keep their in-plane coordinates). A neighbour that
+            cannot be decoded, or whose size differs from the annotated frame's, is replaced by
+            the annotated frame (a warning names the file once; the file is not tried again).
+            The annotated frame itself was checked by ``build_index``; if it fails here after all
+            (e.g. changed on disk since), the DicomError naming it propagates.
     """
 
     def __init__(
@@ -53,6 +61,7 @@ class SpineDataset(Dataset):
         self.num_rep = max(1, int(num_rep))
         self.neighbour_p = float(neighbour_p)
         self._targets = [record_targets(r, landmarks) for r in self.records]
+        self._bad_neighbours: set[str] = set()  # per process: each DataLoader worker keeps its own
 
     def __len__(self) -> int:
         return len(self.records) * self.num_rep
@@ -65,9 +74,27 @@ class SpineDataset(Dataset):
                 index += step
         return record.slice_paths[index]
 
+    def _load_image(self, record: StudyRecord) -> np.ndarray:
+        path = self._slice_path(record)
+        if path != record.frame_path and path not in self._bad_neighbours:
+            try:
+                image = self.cache.load(path)
+            except (DataError, OSError) as exc:
+                reason = str(exc)
+            else:
+                if image.shape == tuple(record.shape):
+                    return image
+                reason = (
+                    f"{path}: size {image.shape[0]}×{image.shape[1]} differs from the annotated frame's "
+                    f"{record.shape[0]}×{record.shape[1]}"
+                )
+            self._bad_neighbours.add(path)
+            log.warning("neighbour slice unusable (%s); using the annotated frame %s instead", reason, record.frame_path)
+        return self.cache.load(record.frame_path)
+
     def raw_sample(self, i: int) -> dict:
         record = self.records[i % len(self.records)]
-        image = self.cache.load(self._slice_path(record))
+        image = self._load_image(record)
         labels, tags = self._targets[i % len(self.records)]
         return {
             "image": image,

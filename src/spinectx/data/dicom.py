@@ -2,7 +2,10 @@
 
 Pixel values come back as float32 [rows, cols] with RescaleSlope/Intercept applied and
 MONOCHROME1 inverted (so that high always means bright). Compressed transfer syntaxes are decoded
-by pydicom's pixel plugins (pylibjpeg, and gdcm where installed).
+by pydicom's pixel plugins: RLE by pydicom itself; JPEG baseline, extended (12-bit) and lossless,
+JPEG-LS and JPEG 2000 by pylibjpeg (libjpeg, openjpeg), and by gdcm where installed. Uncompressed
+data may be little or big endian, explicit or implicit VR; 12-bit data stored in 16-bit words is
+masked (and sign-extended) to its BitsStored by pydicom.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ HEADER_TAGS = [
     "Rows",
     "Columns",
 ]
+
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,14 @@ def _number(value, kind=float):
         return None
 
 
+def _dcmread(path: Path, **kwargs) -> pydicom.Dataset:
+    """``pydicom.dcmread`` raising DicomError (naming the file) for anything unreadable."""
+    try:
+        return pydicom.dcmread(path, **kwargs)
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DicomError(path, f"unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
+
+
 def read_header(path: str | Path) -> SliceHeader:
     """Read the indexing fields of one DICOM file without decoding pixels.
 
@@ -83,10 +96,7 @@ def read_header(path: str | Path) -> SliceHeader:
         DicomError: the file is not a readable DICOM file or lacks the UIDs.
     """
     path = Path(path)
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
-        raise DicomError(path, f"unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
+    ds = _dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
     missing = [k for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID") if not ds.get(k)]
     if missing:
         raise DicomError(path, f"DICOM header lacks {', '.join(missing)}")
@@ -111,7 +121,7 @@ def read_header(path: str | Path) -> SliceHeader:
 def decode_pixels(ds: pydicom.Dataset, path: str | Path = "<dataset>") -> np.ndarray:
     """Pixel data of a loaded dataset → float32 [rows, cols], rescaled, MONOCHROME1 inverted.
 
-    Multi-frame data returns its first frame.
+    Multi-frame data returns its first frame; colour data its luminance.
     """
     try:
         pixels = ds.pixel_array
@@ -120,7 +130,8 @@ def decode_pixels(ds: pydicom.Dataset, path: str | Path = "<dataset>") -> np.nda
         name = getattr(syntax, "name", syntax)
         raise DicomError(path, f"cannot decode pixel data (transfer syntax {name}): {type(exc).__name__}: {exc}") from exc
     frame = np.asarray(pixels)
-    if frame.ndim == 3 and int(ds.get("SamplesPerPixel", 1) or 1) == 1:
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if frame.ndim == (3 if samples == 1 else 4):  # several frames: the first
         frame = frame[0]
     if frame.ndim == 3:  # colour: convert to luminance
         frame = frame[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
@@ -143,10 +154,58 @@ def read_frame(path: str | Path) -> np.ndarray:
         DicomError: naming the file, when it cannot be read or decoded.
     """
     path = Path(path)
-    try:
-        ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
-        raise DicomError(path, f"unreadable DICOM file ({type(exc).__name__}: {exc})") from exc
-    if "PixelData" not in ds and "FloatPixelData" not in ds:
-        raise DicomError(path, "DICOM file has no pixel data")
+    ds = _read_with_pixels(path)
     return decode_pixels(ds, path)
+
+
+def _read_with_pixels(path: Path) -> pydicom.Dataset:
+    ds = _dcmread(path)
+    if not any(k in ds for k in _PIXEL_KEYWORDS):
+        raise DicomError(path, "DICOM file has no pixel data")
+    return ds
+
+
+def expected_pixel_bytes(ds: pydicom.Dataset) -> int:
+    """Bytes that uncompressed pixel data of ``ds`` needs (Rows × Columns × SamplesPerPixel ×
+    NumberOfFrames × BitsAllocated / 8; 1-bit data packed), from its header."""
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    frames = _number(ds.get("NumberOfFrames"), int) or 1
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    count = rows * cols * samples * frames
+    if "FloatPixelData" in ds:
+        bits = 32
+    elif "DoubleFloatPixelData" in ds:
+        bits = 64
+    return (count * bits + 7) // 8
+
+
+def check_frame(path: str | Path) -> None:
+    """Check that the pixel data of one DICOM file can be decoded, cheaply where possible.
+
+    Uncompressed data is checked by its length against Rows × Columns × BitsAllocated (no
+    decoding); compressed data is decoded once.
+
+    Raises:
+        DicomError: naming the file, when it is unreadable, has no pixel data, is truncated or
+            fails to decode.
+    """
+    path = Path(path)
+    ds = _read_with_pixels(path)
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax is not None and syntax.is_compressed:
+        decode_pixels(ds, path)
+        return
+    keyword = next(k for k in _PIXEL_KEYWORDS if k in ds)
+    try:
+        actual, expected = len(ds[keyword].value or b""), expected_pixel_bytes(ds)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise DicomError(path, f"unreadable image header ({type(exc).__name__}: {exc})") from exc
+    if expected == 0:
+        raise DicomError(path, f"invalid image size {ds.get('Rows')}×{ds.get('Columns')} in the header")
+    if actual < expected:
+        raise DicomError(
+            path,
+            f"pixel data truncated: {actual} bytes where {ds.get('Rows')}×{ds.get('Columns')} pixels of "
+            f"{ds.get('BitsAllocated')} bits need {expected}",
+        )

@@ -50,17 +50,28 @@ def weighting_of(description: str, echo_time: float | None, repetition_time: flo
 
 @dataclass
 class Series:
-    """One series of a study; ``slices`` are ordered along the slice normal."""
+    """One series of a study; ``slices`` are ordered along the slice normal, one per instance UID.
+
+    ``duplicates`` holds further files carrying an instance UID already in ``slices`` (the same
+    frame stored twice), by instance UID: spares when the first copy cannot be decoded.
+    """
 
     series_uid: str
     description: str
     plane: str
     weighting: str | None
     slices: list[SliceHeader]
+    duplicates: dict[str, list[SliceHeader]] = field(default_factory=dict)
 
     @property
     def middle(self) -> SliceHeader:
         return self.slices[len(self.slices) // 2]
+
+    def summary(self) -> str:
+        """Short description for messages, e.g. ``sagittal T2 'T2_TSE_SAG' (15 slices)``."""
+        kind = f"{self.plane} {self.weighting}" if self.weighting else self.plane
+        desc = f" '{self.description}'" if self.description else ""
+        return f"{kind}{desc} ({len(self.slices)} slice{'s' if len(self.slices) != 1 else ''})"
 
 
 @dataclass
@@ -80,6 +91,10 @@ class StudyIndex:
                     return s, i
         return None
 
+    def summary(self) -> str:
+        """The study's series for messages, e.g. ``sagittal T1 (15 slices), axial T2 (20 slices)``."""
+        return ", ".join(s.summary() for s in self.series.values()) or "no series"
+
     def find(self, plane: str, weighting: str | None = None) -> list[Series]:
         return [s for s in self.series.values() if s.plane == plane and (weighting is None or s.weighting == weighting)]
 
@@ -93,7 +108,10 @@ class StudyIndex:
             if candidates:
                 return max(candidates, key=lambda s: len(s.slices))
         planes = sorted({s.plane for s in self.series.values()})
-        raise DataError(self.folder, f"no sagittal series in this study (found planes: {planes or 'none'})")
+        raise DataError(
+            self.folder,
+            f"no sagittal series in this study (found planes: {', '.join(planes) or 'none'}; series: {self.summary()})",
+        )
 
 
 def _slice_position(h: SliceHeader) -> float:
@@ -104,12 +122,25 @@ def _slice_position(h: SliceHeader) -> float:
 
 
 def group_series(headers: list[SliceHeader]) -> dict[str, Series]:
-    """Group slice headers by SeriesInstanceUID and order each series along its normal."""
+    """Group slice headers by SeriesInstanceUID and order each series along its normal.
+
+    A file repeating an instance UID already seen in its series (by path order) goes to the
+    series' ``duplicates`` instead of ``slices``.
+    """
     by_series: dict[str, list[SliceHeader]] = defaultdict(list)
     for h in headers:
         by_series[h.series_uid].append(h)
     out = {}
-    for uid, slices in by_series.items():
+    for uid, members in by_series.items():
+        slices: list[SliceHeader] = []
+        duplicates: dict[str, list[SliceHeader]] = defaultdict(list)
+        seen: set[str] = set()
+        for h in sorted(members, key=lambda h: h.path):
+            if h.instance_uid in seen:
+                duplicates[h.instance_uid].append(h)
+            else:
+                seen.add(h.instance_uid)
+                slices.append(h)
         slices.sort(key=lambda h: (_slice_position(h), h.instance_number or 0, h.path))
         first = slices[0]
         out[uid] = Series(
@@ -118,6 +149,7 @@ def group_series(headers: list[SliceHeader]) -> dict[str, Series]:
             plane=plane_of(first.orientation),
             weighting=weighting_of(first.description, first.echo_time, first.repetition_time),
             slices=slices,
+            duplicates=dict(duplicates),
         )
     return out
 
@@ -125,7 +157,8 @@ def group_series(headers: list[SliceHeader]) -> dict[str, Series]:
 def index_study(folder: str | Path) -> StudyIndex:
     """Read the headers of every file in a study folder (no pixel decoding).
 
-    Unreadable files are skipped and listed in ``problems`` (each naming the file).
+    Unreadable files are skipped and listed in ``problems`` (each naming the file), and so are
+    files repeating another file's instance UID (kept as spares, see :class:`Series`).
 
     Raises:
         DataError: the folder does not exist or holds no readable DICOM file.
@@ -144,4 +177,12 @@ def index_study(folder: str | Path) -> StudyIndex:
     study_uids = sorted({h.study_uid for h in headers})
     if len(study_uids) > 1:
         problems.append(f"{folder}: files of {len(study_uids)} different studies in one folder; using all of them")
-    return StudyIndex(folder=str(folder), study_uid=study_uids[0], series=group_series(headers), problems=problems)
+    series = group_series(headers)
+    for s in series.values():
+        first = {h.instance_uid: h.path for h in s.slices}
+        for uid, copies in s.duplicates.items():
+            for h in copies:
+                problems.append(
+                    f"{h.path}: repeats instance {uid} of {first[uid]}; kept only as a spare should the first not decode"
+                )
+    return StudyIndex(folder=str(folder), study_uid=study_uids[0], series=series, problems=problems)

@@ -32,9 +32,9 @@ All random draws of one :class:`SpineTransform` come from one numpy ``Generator`
 ``Compose.set_random_state``). ``A.Compose(seed=...)`` is deliberately not used: it gives every
 child transform its own generator started from the *same* seed, so their draws are correlated
 (the first "apply with probability p?" draw of every child is the same number). The generators
-are (re)initialised lazily on the first call in each process: in the main process from ``seed``
-(or OS entropy when ``seed`` is None); inside a ``DataLoader`` worker from
-``(seed, torch.initial_seed(), worker id)``, so workers draw different streams, and
+are (re)initialised lazily on the first call in each process, from
+``(seed, torch.initial_seed(), worker id)`` (the worker id is −1 in the main process), so workers
+draw different streams, a seeded torch (``lightning.seed_everything``) makes runs repeat, and
 non-persistent workers draw new streams every epoch while staying reproducible under a seeded
 torch (e.g. ``lightning.seed_everything``).
 """
@@ -555,13 +555,11 @@ class SpineTransform:
         owner = (os.getpid(), -1 if info is None else int(info.id))
         if self._rng_owner == owner and self._np_rng is not None:
             return self._np_rng
-        if info is None:
-            seq = np.random.SeedSequence(self.seed)
-        else:
-            entropy = [int(torch.initial_seed()) & 0xFFFFFFFFFFFFFFFF, int(info.id)]
-            if self.seed is not None:
-                entropy.insert(0, int(self.seed) & 0xFFFFFFFFFFFFFFFF)
-            seq = np.random.SeedSequence(entropy)
+        # from torch's seed (set by seed_everything; random per process otherwise) and the worker id
+        entropy = [int(torch.initial_seed()) & 0xFFFFFFFFFFFFFFFF, -1 if info is None else int(info.id)]
+        if self.seed is not None:
+            entropy = [int(self.seed) & 0xFFFFFFFFFFFFFFFF, *entropy]
+        seq = np.random.SeedSequence([e & 0xFFFFFFFFFFFFFFFF for e in entropy])
         np_seq, py_seq = seq.spawn(2)
         self._np_rng = np.random.default_rng(np_seq)
         py_rng = random.Random(int(py_seq.generate_state(2, dtype=np.uint64)[0]))

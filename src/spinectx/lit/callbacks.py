@@ -81,3 +81,34 @@ class MetricsJson(L.Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self.history = list(state_dict.get("history", []))
         self.best = state_dict.get("best")
+
+
+class OverlayImages(L.Callback):
+    """After every ``every_n_epochs``-th validation epoch, draw the first ``studies`` held-out
+    studies (true vs predicted landmarks, P(abnormal)) and log the figure to W&B as
+    ``val/overlays``. Does nothing without a W&B logger or on ranks other than 0."""
+
+    def __init__(self, studies: int = 4, every_n_epochs: int = 1):
+        self.studies = int(studies)
+        self.every_n_epochs = max(1, int(every_n_epochs))
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        from spinectx.viz import draw_predictions
+
+        if trainer.sanity_checking or not trainer.is_global_zero or trainer.state.fn != "fit":
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        dataset = getattr(trainer.datamodule, "val_set", None)
+        if not wandb_loggers or dataset is None or self.studies <= 0:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            path = draw_predictions(pl_module, dataset, Path(tmp) / "overlays.png", self.studies)
+            if path is None:
+                return
+            for lg in wandb_loggers:
+                lg.log_image(key="val/overlays", images=[str(path)], caption=[f"epoch {trainer.current_epoch}"],
+                             step=trainer.global_step)

@@ -35,6 +35,12 @@ class LandmarkModule(L.LightningModule):
         name, backbone, msc: descriptive labels recorded for reports and loggers.
         tta: horizontal-flip test-time averaging in validation and prediction (SPEC §3): the
             keypoints and probabilities of the image and of its mirror (x → W−1−x) are averaged.
+        input_size: side of the square network input in pixels (the data's ``image_size``),
+            recorded so that prediction resizes frames as training did.
+        channels_last: run the network in channels-last memory format.
+        compile: wrap the network's forward in ``torch.compile`` (``compile_kwargs`` passed on,
+            e.g. ``{backend: eager}``); the checkpoint holds the plain network's weights, so it
+            loads with and without compilation.
     """
 
     def __init__(
@@ -49,10 +55,14 @@ class LandmarkModule(L.LightningModule):
         backbone: str | None = None,
         msc: bool | None = None,
         tta: bool = False,
+        input_size: int | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+        compile_kwargs: Mapping | None = None,
     ):
         super().__init__()
         net, codec, loss, landmarks = _plain(net), _plain(codec), _plain(loss), _plain(landmarks)
-        optimizer, scheduler = _plain(optimizer), _plain(scheduler)
+        optimizer, scheduler, compile_kwargs = _plain(optimizer), _plain(scheduler), _plain(compile_kwargs)
         self.save_hyperparameters()
         self.landmarks = LandmarkSet.from_config(landmarks)
         codec_class = get_class(codec["_target_"])
@@ -68,11 +78,18 @@ class LandmarkModule(L.LightningModule):
             )
         titles = [g.title for g in self.landmarks.groups]
         self.val_metric = TableMetric(self.landmarks.group_of, titles)
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        # kept outside the module tree: the state dict stays that of the plain network
+        object.__setattr__(self, "_net_forward", torch.compile(self.net, **dict(compile_kwargs or {}))
+                           if compile else self.net)
 
     # -- inference -------------------------------------------------------------------------
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """[B, 1, H, W] → raw network output (layout defined by the codec)."""
-        return self.net(image)
+        if self.hparams.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return self._net_forward(image)
 
     @torch.no_grad()
     def predict_keypoints(self, image: torch.Tensor, output: torch.Tensor | None = None) -> Decoded:

@@ -51,6 +51,13 @@ def landmark_distances_mm(pred: torch.Tensor, truth: torch.Tensor, spacing: torc
     return torch.where(torch.isnan(dist), torch.full_like(dist, float("inf")), dist)
 
 
+def _cat(state, dtype=torch.float32) -> torch.Tensor:
+    """A cat state as one tensor: a list before a distributed sync (maybe empty), a tensor after."""
+    if isinstance(state, torch.Tensor):
+        return state
+    return dim_zero_cat(state) if state else torch.zeros(0, dtype=dtype)
+
+
 class TableMetric(Metric):
     """Localisation rate and classification AUC per landmark group, and the paper's Score.
 
@@ -93,10 +100,8 @@ class TableMetric(Metric):
         self.prob.append(prob[keep].float())
 
     def compute(self) -> dict[str, torch.Tensor]:
-        dist = dim_zero_cat(self.distance) if self.distance else torch.zeros(0)
-        group = dim_zero_cat(self.group) if self.group else torch.zeros(0, dtype=torch.long)
-        abnormal = dim_zero_cat(self.abnormal) if self.abnormal else torch.zeros(0)
-        prob = dim_zero_cat(self.prob) if self.prob else torch.zeros(0)
+        dist, abnormal, prob = (_cat(s) for s in (self.distance, self.abnormal, self.prob))
+        group = _cat(self.group, torch.long)
         located = dist <= self.threshold_mm
         out: dict[str, torch.Tensor] = {}
         l_values, c_values = [], []

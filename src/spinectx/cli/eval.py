@@ -1,0 +1,160 @@
+"""spinectx-eval ckpt_path=CKPT [data overrides]: evaluate a checkpoint on a fold or on a split.
+
+Writes into the run directory:
+- ``metrics.json``: the table metric (SPEC §4; keys as in training, fractions) computed by the same
+  validation step as in training, plus ``challenge`` (TianChi macro-F1, per class, confusion matrix);
+- ``per_landmark.csv``: per identification the number of annotated points, hit rate (≤ 6 mm), mean
+  and median error in mm, and the AUC of P(abnormal) over its located points;
+- ``confusion.png``: the challenge confusion matrix; ``overlays.png``: N studies with true and
+  predicted points, predicted class and P(abnormal).
+Runs under any ``trainer=`` (``ddp_cpu``/``ddp`` included: each study is evaluated once).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, open_dict
+
+from spinectx.cli import CONF_DIR
+
+log = logging.getLogger("spinectx.eval")
+
+
+@torch.no_grad()
+def collect(module, dataset, batch_size: int = 8) -> dict[str, np.ndarray | list]:
+    """Predictions and ground truth of every sample of ``dataset`` (evaluation transform):
+    keypoints [N, K, 2] (input px), prob [N, K], truth [N, K, 2], labels [N, K], spacing [N, 2]
+    (dy, dx of the resized frame), tags (N lists of K tuples), study_uid."""
+    module.eval()
+    out: dict[str, list] = {k: [] for k in ("keypoints", "prob", "truth", "labels", "spacing")}
+    for start in range(0, len(dataset), batch_size):
+        samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        decoded = module.predict_keypoints(torch.stack([s["image"] for s in samples]).to(module.device))
+        out["keypoints"].append(decoded.keypoints.float().cpu().numpy())
+        out["prob"].append(decoded.prob.float().cpu().numpy())
+        for key, field in (("truth", "keypoints"), ("labels", "labels"), ("spacing", "spacing")):
+            out[key].append(np.stack([s[field].numpy() for s in samples]))
+    arrays = {k: np.concatenate(v) for k, v in out.items()}
+    # truth is NaN where not annotated
+    records = dataset.records[: len(dataset)]
+    arrays["tags"] = [list(r.tags) for r in records]
+    arrays["study_uid"] = [r.study_uid for r in records]
+    return arrays
+
+
+def per_landmark_rows(c: dict, names: list[str], threshold_mm: float) -> list[dict]:
+    from spinectx.metrics.table import roc_auc
+
+    diff = (c["keypoints"] - c["truth"]) * c["spacing"][:, None, ::-1]  # (x, y) px × (dx, dy) mm/px
+    dist = np.linalg.norm(diff, axis=-1)  # [N, K] mm, NaN where not annotated
+    rows = []
+    for k, name in enumerate(names):
+        d = dist[:, k]
+        annotated = np.isfinite(d)
+        hit = annotated & (d <= threshold_mm)
+        labels = c["labels"][:, k]
+        usable = hit & np.isfinite(labels)
+        auc = roc_auc(torch.from_numpy(c["prob"][usable, k]), torch.from_numpy(labels[usable])) if usable.any() else float("nan")
+        rows.append({
+            "identification": name,
+            "annotated": int(annotated.sum()),
+            "hit_rate": round(float(hit.sum() / max(annotated.sum(), 1)), 4),
+            "mean_error_mm": round(float(d[annotated].mean()), 3) if annotated.any() else "",
+            "median_error_mm": round(float(np.median(d[annotated])), 3) if annotated.any() else "",
+            "auc": round(auc, 4) if np.isfinite(auc) else "",
+            "abnormal": int(np.nansum(labels[annotated])),
+        })
+    return rows
+
+
+def plot_confusion(challenge: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, cols = challenge["rows"], challenge["classes"]
+    matrix = np.array([[challenge["confusion"][r][c] for c in cols] for r in rows], dtype=float)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(cols), 1.0 + 0.6 * len(rows)))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("ground truth")
+    ax.set_ylabel("prediction")
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center",
+                    color="white" if matrix[i, j] > matrix.max() / 2 else "black", fontsize=8)
+    ax.set_title(f"challenge confusion matrix, macro-F1 {challenge['macro_f1']:.3f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Evaluate ``cfg.ckpt_path``; returns the metrics.json payload (on rank 0; {} elsewhere)."""
+    from spinectx.data.submission import tags_from_prob
+    from spinectx.inference import load_module
+    from spinectx.lit.callbacks import METRIC_KEYS, write_json_atomic
+    from spinectx.metrics.challenge import challenge_metric
+    from spinectx.viz import draw_predictions
+
+    output_dir = Path(cfg.paths.output_dir)
+    module = load_module(cfg.ckpt_path, tta=cfg.tta)
+    size = cfg.data.image_size or module.hparams.get("input_size")
+    if not size:
+        raise ValueError(f"{cfg.ckpt_path}: the checkpoint does not record its input size; pass data.image_size=")
+    with open_dict(cfg):
+        cfg.data.image_size = int(size)
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    datamodule.setup("validate")
+    if cfg.all_studies:
+        datamodule.val_set = datamodule.all_studies()
+    what = f"all {len(datamodule.val_set)} studies of {list(cfg.data.splits)}" if cfg.all_studies else \
+        f"held-out fold {cfg.data.fold} ({len(datamodule.val_set)} studies)"
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)
+    validated = trainer.validate(module, datamodule=datamodule, verbose=False)
+    if not trainer.is_global_zero:
+        return {}
+    table = {k.removeprefix("val/"): float(v) for k, v in validated[0].items() if k.startswith("val/")}
+
+    c = collect(module, datamodule.val_set, int(cfg.data.get("val_batch_size") or cfg.data.batch_size))
+    pred_tags = [tags_from_prob(p, module.landmarks) for p in c["prob"]]
+    challenge = challenge_metric(c["keypoints"], pred_tags, c["truth"], c["tags"], c["spacing"], module.landmarks,
+                                 float(cfg.threshold_mm))
+    rows = per_landmark_rows(c, list(module.landmarks.names), float(cfg.threshold_mm))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with (output_dir / "per_landmark.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_confusion(challenge, output_dir / "confusion.png")
+    draw_predictions(module, datamodule.val_set, output_dir / "overlays.png", int(cfg.overlay_studies))
+    result = {**{k: table[k] for k in METRIC_KEYS if k in table}, "challenge": challenge,
+              "checkpoint": str(cfg.ckpt_path), "evaluated": what, "studies": len(datamodule.val_set),
+              "tta": bool(module.hparams.tta), "input_size": int(size)}
+    write_json_atomic(output_dir / "metrics.json", result)
+    from spinectx.cli.train import print_table
+
+    print_table(table, f"{what} — macro-F1 {challenge['macro_f1']:.3f}")
+    log.info("wrote metrics.json, per_landmark.csv, confusion.png, overlays.png to %s", output_dir)
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

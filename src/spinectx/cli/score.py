@@ -1,0 +1,232 @@
+"""spinectx-score pred=FILE.json gt=FILE.json images=DIR out=FILE.json [landmarks=tianchi]: score a submission.
+
+``pred`` is a submission in the annotation format (see :mod:`spinectx.data.submission`; ``prob``
+per point optional), ``gt`` an annotation file, ``images`` the folder holding the ground truth's
+study folders (any depth below it). The pixel spacing of each study is read from the header of its
+annotated frame (``gt``'s ``instanceUid``); ground-truth landmarks are read with the same rules as
+training (:func:`spinectx.data.records.build_index`).
+
+Writes ``out``: the table metric under the keys of training's ``metrics.json`` (``L-<Group>``,
+``C-<Group>``, ``Score``; fractions in [0, 1]; AUC from ``prob``, or from the tags where the file
+has no ``prob``), ``challenge`` (macro-F1, per-class precision/recall/F1/support, confusion matrix
+rows = prediction × columns = ground truth, see :mod:`spinectx.metrics.challenge`), ``studies``
+(ground-truth studies scored), ``missing_predictions`` (how many of them had no prediction — scored
+as all landmarks missed), ``problems``. Prints a short table.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from spinectx.cli import CONF_DIR
+
+log = logging.getLogger("spinectx.score")
+
+
+def load_landmarks(spec):
+    """A LandmarkSet from a name of ``conf/data/landmarks/<name>.yaml``, a path to such a YAML
+    file, or the mapping itself."""
+    from spinectx.data.errors import DataError
+    from spinectx.data.landmarks import LandmarkSet
+
+    if isinstance(spec, Mapping):
+        return LandmarkSet.from_config(spec)
+    name = str(spec)
+    path = Path(name) if name.endswith((".yaml", ".yml")) else Path(CONF_DIR) / "data" / "landmarks" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (Path(CONF_DIR) / "data" / "landmarks").glob("*.yaml"))
+        raise DataError(path, f"landmark set {name!r} not found (known: {known}, or give a .yaml path)")
+    return LandmarkSet.from_config(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
+
+
+def index_images(images: str | Path, problems: list[str]):
+    """Index every folder below ``images`` (itself included) that holds files, headers only.
+
+    Returns (by study uid, by instance uid) → StudyIndex. Folders with sub-folders and no DICOM
+    file (a dataset root with its JSON files) are passed over silently; other unreadable folders
+    and files are reported in ``problems``.
+    """
+    from spinectx.data.errors import DataError
+    from spinectx.data.records import register_study
+    from spinectx.data.study import index_study
+
+    images = Path(images)
+    if not images.is_dir():
+        raise DataError(images, "image folder not found")
+    by_study, by_instance = {}, {}
+    for folder, subdirs, files in os.walk(images):
+        subdirs.sort()  # deterministic order: the first folder of a study uid wins
+        if not any(not f.startswith(".") for f in files):
+            continue
+        try:
+            idx = index_study(folder)
+        except DataError as exc:
+            if not subdirs:
+                problems.append(str(exc))
+            continue
+        problems.extend(idx.problems)
+        register_study(idx, by_study, by_instance)
+    return by_study, by_instance
+
+
+def score_submission(pred: str | Path, gt: str | Path, images: str | Path, landmarks, threshold_mm: float = 6.0) -> dict:
+    """The score report (see the module docstring) as a JSON-ready dict.
+
+    Raises:
+        DataError: a missing or malformed file or folder (the message names it).
+    """
+    import numpy as np
+    import torch
+
+    from spinectx.data.annotation import parse_annotations
+    from spinectx.data.errors import DataError
+    from spinectx.data.records import _record_for  # the training loader's rules for one study
+    from spinectx.data.submission import read_submission
+    from spinectx.metrics.challenge import challenge_metric
+    from spinectx.metrics.table import TableMetric
+
+    pred, gt = Path(pred), Path(gt)
+    for path, what in ((pred, "prediction"), (gt, "ground-truth")):
+        if not path.is_file():
+            raise DataError(path, f"{what} file not found")
+    problems: list[str] = []
+    truth = parse_annotations(gt, landmarks)
+    problems.extend(truth.problems)
+    predictions = read_submission(pred, landmarks, problems)
+    by_study, by_instance = index_images(images, problems)
+    # headers only: skip the pixel check of the annotated frame where the loader offers one
+    record_kwargs = {"check_pixels": False} if "check_pixels" in inspect.signature(_record_for).parameters else {}
+
+    n_k = len(landmarks)
+    rows = {"pred_kp": [], "prob": [], "pred_tags": [], "gt_kp": [], "gt_tags": [], "labels": [], "spacing": []}
+    gt_uids, missing = set(), 0
+    for ann in truth.studies:
+        if ann.study_uid in gt_uids:
+            problems.append(f"{gt}: study {ann.study_uid} appears more than once; keeping the first")
+            continue
+        gt_uids.add(ann.study_uid)
+        idx = by_instance.get(ann.instance_uid) or by_study.get(ann.study_uid)
+        try:
+            if idx is None:
+                raise DataError(images, f"study {ann.study_uid}: no study folder holds it or its annotated instance {ann.instance_uid}")
+            record = _record_for(Path(images).name, ann, idx, landmarks, **record_kwargs)
+        except DataError as exc:
+            problems.append(f"{exc}; study {ann.study_uid} not scored")
+            continue
+        problems.extend(record.problems)
+        p = predictions.get(ann.study_uid)
+        if p is None:
+            missing += 1
+            problems.append(f"{pred}: no prediction for study {ann.study_uid} of {gt}; all its landmarks count as missed")
+            pred_kp, prob, pred_tags = np.full((n_k, 2), np.nan), np.full(n_k, np.nan), [None] * n_k
+        else:
+            if p.instance_uid != ann.instance_uid:
+                problems.append(
+                    f"{pred}: study {ann.study_uid} predicted on instance {p.instance_uid}, annotated on {ann.instance_uid}; "
+                    "coordinates taken as pixels of the annotated frame"
+                )
+            pred_kp, prob = p.keypoints, p.prob
+            pred_tags = [t[0] if t else None for t in p.tags]
+            if any(len(t) > 1 for t in p.tags):
+                problems.append(f"{pred}: study {ann.study_uid}: multi-tag prediction(s); the first tag is the predicted class")
+        labels = [landmarks.encode_tags(name, record.tags[k])[0] for k, name in enumerate(landmarks.names)]
+        rows["pred_kp"].append(pred_kp)
+        rows["prob"].append(prob)
+        rows["pred_tags"].append(pred_tags)
+        rows["gt_kp"].append(record.keypoints)
+        rows["gt_tags"].append(list(record.tags))
+        rows["labels"].append(labels)
+        rows["spacing"].append(record.pixel_spacing)
+    for uid in predictions:
+        if uid not in gt_uids:
+            problems.append(f"{pred}: study {uid} is not in {gt}; ignored")
+
+    n = len(rows["gt_kp"])
+    pred_kp = np.asarray(rows["pred_kp"], dtype=np.float64).reshape(n, n_k, 2)
+    gt_kp = np.asarray(rows["gt_kp"], dtype=np.float64).reshape(n, n_k, 2)
+    prob = np.asarray(rows["prob"], dtype=np.float64).reshape(n, n_k)
+    labels = np.asarray(rows["labels"], dtype=np.float64).reshape(n, n_k)
+    spacing = np.asarray(rows["spacing"], dtype=np.float64).reshape(n, 2)
+
+    metric = TableMetric(landmarks.group_of, [g.title for g in landmarks.groups], threshold_mm=threshold_mm)
+    if n:
+        metric.update(
+            torch.from_numpy(pred_kp),
+            torch.from_numpy(prob),
+            torch.from_numpy(gt_kp),
+            torch.from_numpy(np.isfinite(gt_kp).all(-1)),
+            torch.from_numpy(labels),
+            torch.from_numpy(spacing),
+        )
+    table = {key: float(value) for key, value in metric.compute().items()}
+    challenge = challenge_metric(pred_kp, rows["pred_tags"], gt_kp, rows["gt_tags"], spacing, landmarks, threshold_mm)
+    return {
+        **table,
+        "challenge": {k: challenge[k] for k in ("macro_f1", "per_class", "confusion")},
+        "studies": n,
+        "missing_predictions": missing,
+        "prob_from_tags": any(p.prob_from_tags for p in predictions.values()),
+        "threshold_mm": float(threshold_mm),
+        "pred": str(pred),
+        "gt": str(gt),
+        "problems": problems,
+    }
+
+
+def print_report(report: dict, landmarks) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{report['studies']} studies scored ({report['missing_predictions']} without prediction)")
+    for key in [f"L-{g.title}" for g in landmarks.groups] + [f"C-{g.title}" for g in landmarks.groups] + ["Score", "macro-F1"]:
+        table.add_column(key, justify="right")
+    values = [report[f"L-{g.title}"] for g in landmarks.groups] + [report[f"C-{g.title}"] for g in landmarks.groups]
+    values += [report["Score"], report["challenge"]["macro_f1"]]
+    table.add_row(*(f"{100 * v:.2f}" for v in values))
+    console.print(table)
+    per_class = Table(title="challenge metric per class (%)")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        per_class.add_column(col, justify="left" if col == "class" else "right")
+    for name, c in report["challenge"]["per_class"].items():
+        per_class.add_row(name, f"{100 * c['precision']:.1f}", f"{100 * c['recall']:.1f}", f"{100 * c['f1']:.1f}", str(c["support"]))
+    console.print(per_class)
+    if report["problems"]:
+        console.print(f"{len(report['problems'])} problem(s), first ones:", markup=False)
+        for p in report["problems"][:10]:
+            console.print(f"  problem: {p}", markup=False, soft_wrap=True)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="score")
+def main(cfg: DictConfig) -> None:
+    from spinectx.data.errors import DataError
+    from spinectx.data.submission import _write_json_atomic
+
+    landmarks_spec = cfg.landmarks
+    if not isinstance(landmarks_spec, str):
+        landmarks_spec = OmegaConf.to_container(landmarks_spec, resolve=True)
+    try:
+        landmarks = load_landmarks(landmarks_spec)
+        threshold = float(cfg.threshold_mm)
+        if not (math.isfinite(threshold) and threshold > 0):
+            raise ValueError(f"threshold_mm should be a positive number, got {cfg.threshold_mm}")
+        report = score_submission(cfg.pred, cfg.gt, cfg.images, landmarks, threshold)
+    except (DataError, ValueError) as exc:
+        print(f"spinectx-score: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    _write_json_atomic(Path(cfg.out), report, indent=2)
+    print_report(report, landmarks)
+    log.info("wrote %s (%d studies, %d problems)", cfg.out, report["studies"], len(report["problems"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,330 @@
+"""Predictions in the challenge's annotation JSON format (SPEC §2), written and read back.
+
+A submission file is an annotation file: a list of studies, each with ``studyUid``, ``version`` and
+``data[0]`` = the predicted frame (``seriesUid``, ``instanceUid``) whose ``annotation[0].data.point``
+list holds one point per predicted landmark::
+
+    {"coord": [x, y], "zIndex": 5, "tag": {"identification": "L4-L5", "disc": "v2"}, "prob": 0.83}
+
+``coord`` is (x, y) = (column, row) pixels of the frame, at full float precision. ``prob`` is an
+extra field (not in the challenge format): the model's P(abnormal), which the table metric's AUC
+needs. Files without it are still read: P(abnormal) is then derived from the tags (1.0 for an
+abnormal tag, 0.0 for the normal one) and the derivation is reported.
+
+Tags from probabilities (:func:`tags_from_prob`): a binary model only knows P(abnormal), while the
+challenge wants one class per landmark. Below ``threshold`` the group's normal class is written;
+otherwise the group's *abnormal tag*: by default the most frequent non-normal class of the training
+data (:data:`TIANCHI_CLASS_COUNTS`, SPEC §1 — vertebra ``v2``; disc ``v2`` bulge, 300 against
+285 protrusions), and for a group those counts do not cover, the first non-normal class of its
+vocabulary. Both can be overridden per group (``abnormal_tags={"disc": "v3"}``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from spinectx.data.annotation import parse_annotations
+from spinectx.data.landmarks import LandmarkSet
+
+__all__ = [
+    "SUBMISSION_VERSION",
+    "TIANCHI_CLASS_COUNTS",
+    "StudyPrediction",
+    "abnormal_tags",
+    "read_submission",
+    "tags_from_prob",
+    "write_submission",
+]
+
+SUBMISSION_VERSION = "v0.1"
+
+#: Released class counts of the 201 TianChi training studies (SPEC §1), per group and class.
+#: Only the ranking of the non-normal classes matters here (it picks the default abnormal tag).
+TIANCHI_CLASS_COUNTS: dict[str, dict[str, int]] = {
+    "vertebra": {"v1": 191, "v2": 814},
+    "disc": {"v1": 574, "v2": 300, "v3": 285, "v4": 47, "v5": 64},
+}
+
+
+@dataclass
+class StudyPrediction:
+    """The prediction for one study.
+
+    Attributes:
+        study_uid, series_uid, instance_uid: the study and the frame the coordinates refer to.
+        keypoints: [K, 2] (x, y) pixels of that frame, in the landmark set's order; NaN = no prediction.
+        prob: [K] P(abnormal); NaN where there is no prediction.
+        z_index: slice index of the frame in its series (written as every point's ``zIndex``).
+        tags: per landmark the predicted class codes (``()`` = none). ``None`` when the prediction
+            only has probabilities: :func:`write_submission` then derives them with
+            :func:`tags_from_prob`. :func:`read_submission` always fills them.
+        prob_from_tags: True when (some of) ``prob`` was derived from the tags because the file
+            had no ``prob`` for those points.
+    """
+
+    study_uid: str
+    series_uid: str
+    instance_uid: str
+    keypoints: np.ndarray
+    prob: np.ndarray
+    z_index: int | None = None
+    tags: list[tuple[str, ...]] | None = None
+    prob_from_tags: bool = False
+
+
+def abnormal_tags(
+    landmarks: LandmarkSet,
+    overrides: Mapping[str, str] | None = None,
+    class_counts: Mapping[str, Mapping[str, int]] | None = None,
+) -> dict[str, str]:
+    """The class written for an abnormal landmark, per group name.
+
+    Default: the most frequent non-normal class of ``class_counts`` (default
+    :data:`TIANCHI_CLASS_COUNTS`) among the group's classes; for a group the counts do not cover,
+    the first non-normal class of its vocabulary (the normal class if it is the only one).
+
+    Raises:
+        ValueError: an override names an unknown group or a class outside the group's vocabulary.
+    """
+    counts = TIANCHI_CLASS_COUNTS if class_counts is None else class_counts
+    out: dict[str, str] = {}
+    for group in landmarks.groups:
+        candidates = [c for c in group.classes if c != group.normal]
+        group_counts = counts.get(group.name, {})
+        counted = [c for c in candidates if c in group_counts]
+        if counted:
+            # max() keeps the first of equal counts, i.e. vocabulary order breaks ties
+            out[group.name] = max(counted, key=lambda c: group_counts[c])
+        else:
+            out[group.name] = candidates[0] if candidates else group.normal
+    for name, tag in (overrides or {}).items():
+        group = next((g for g in landmarks.groups if g.name == name), None)
+        if group is None:
+            raise ValueError(f"abnormal tag for unknown group {name!r}; groups: {[g.name for g in landmarks.groups]}")
+        if tag not in group.classes:
+            raise ValueError(f"abnormal tag {tag!r} for group {name!r} is not one of its classes {list(group.classes)}")
+        out[name] = str(tag)
+    return out
+
+
+def tags_from_prob(
+    prob: Sequence[float] | np.ndarray,
+    landmarks: LandmarkSet,
+    threshold: float = 0.5,
+    abnormal: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Per landmark the tag string for P(abnormal): the group's normal class when
+    ``prob < threshold``, else its abnormal tag (:func:`abnormal_tags`, with ``abnormal``
+    overriding per group). A NaN probability gives ``""`` (no tag).
+    """
+    prob = np.asarray(prob, dtype=np.float64).reshape(-1)
+    if prob.shape[0] != len(landmarks):
+        raise ValueError(f"prob has {prob.shape[0]} values for {len(landmarks)} landmarks")
+    chosen = abnormal_tags(landmarks, abnormal)
+    out = []
+    for k, p in enumerate(prob):
+        group = landmarks.groups[landmarks.group_of[k]]
+        if math.isnan(p):
+            out.append("")
+        else:
+            out.append(group.normal if p < threshold else chosen[group.name])
+    return out
+
+
+def _write_json_atomic(path: Path, payload, indent: int | None = None) -> None:
+    """JSON via a temporary file in the same folder + rename: readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=indent)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _check_shapes(pred: StudyPrediction, n: int) -> tuple[np.ndarray, np.ndarray]:
+    kp = np.asarray(pred.keypoints, dtype=np.float64)
+    prob = np.asarray(pred.prob, dtype=np.float64).reshape(-1)
+    if kp.shape != (n, 2) or prob.shape != (n,):
+        raise ValueError(
+            f"study {pred.study_uid}: keypoints {kp.shape} / prob {prob.shape} do not match {n} landmarks ([K, 2] / [K])"
+        )
+    if pred.tags is not None and len(pred.tags) != n:
+        raise ValueError(f"study {pred.study_uid}: {len(pred.tags)} tag entries for {n} landmarks")
+    return kp, prob
+
+
+def write_submission(
+    path: str | Path,
+    predictions: Sequence[StudyPrediction],
+    landmarks: LandmarkSet,
+    threshold: float = 0.5,
+    abnormal: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``predictions`` as a challenge annotation file with an extra ``prob`` per point.
+
+    Landmarks without a predicted location (NaN) are left out. Tags come from
+    ``prediction.tags`` when given, else from :func:`tags_from_prob` (``threshold``,
+    ``abnormal``). The file is replaced atomically. Returns the path.
+    """
+    path = Path(path)
+    n = len(landmarks)
+    studies = []
+    for pred in predictions:
+        kp, prob = _check_shapes(pred, n)
+        if pred.tags is not None:
+            tag_values = [",".join(landmarks.parse_tags(name, t)) for name, t in zip(landmarks.names, pred.tags)]
+        else:
+            tag_values = tags_from_prob(prob, landmarks, threshold, abnormal)
+        points = []
+        for k, name in enumerate(landmarks.names):
+            if not np.isfinite(kp[k]).all():
+                continue
+            point = {"coord": [float(kp[k, 0]), float(kp[k, 1])]}
+            if pred.z_index is not None:
+                point["zIndex"] = int(pred.z_index)
+            point["tag"] = {"identification": name, landmarks.group(name).name: tag_values[k]}
+            point["prob"] = float(prob[k]) if math.isfinite(prob[k]) else None
+            points.append(point)
+        studies.append(
+            {
+                "studyUid": pred.study_uid,
+                "version": SUBMISSION_VERSION,
+                "data": [
+                    {
+                        "seriesUid": pred.series_uid,
+                        "instanceUid": pred.instance_uid,
+                        "annotation": [{"data": {"point": points}}],
+                    }
+                ],
+            }
+        )
+    _write_json_atomic(path, studies)
+    return path
+
+
+def _raw_probs(raw: list, landmarks: LandmarkSet) -> dict[str, dict[str, object]]:
+    """{study uid: {identification: raw "prob" value or None}} following parse_annotations' rules
+    (first study entry, first frame, first point of an identification)."""
+    out: dict[str, dict[str, object]] = {}
+    for entry in raw:
+        if not isinstance(entry, dict) or not entry.get("data"):
+            continue
+        uid = str(entry.get("studyUid", ""))
+        if uid in out:
+            continue
+        found: dict[str, object] = {}
+        frame = entry["data"][0]
+        for ann in frame.get("annotation", []) if isinstance(frame, dict) else []:
+            points = ann.get("data", {}).get("point", []) if isinstance(ann, dict) else []
+            for point in points if isinstance(points, list) else []:
+                tag = point.get("tag") if isinstance(point, dict) else None
+                if not isinstance(tag, dict) or "identification" not in tag:
+                    continue
+                ident = str(tag["identification"])
+                if ident in landmarks.index and ident not in found:
+                    found[ident] = point.get("prob")
+        out[uid] = found
+    return out
+
+
+def read_submission(
+    path: str | Path,
+    landmarks: LandmarkSet,
+    problems: list[str] | None = None,
+    threshold: float = 0.5,
+) -> dict[str, StudyPrediction]:
+    """Read a submission (or any annotation file) → {study uid: StudyPrediction}.
+
+    Structure and tags are parsed by :func:`~spinectx.data.annotation.parse_annotations` (same
+    rules, same errors naming the file). Per point: ``prob`` when it is a number in [0, 1]; else
+    P(abnormal) is derived from the tags (1.0 abnormal, 0.0 normal) and ``prob_from_tags`` is
+    set. A point with a ``prob`` but no tag gets its tag from :func:`tags_from_prob`
+    (``threshold``); a point with neither counts as normal. Everything unusual (identifications
+    outside the landmark set, derived values, repeated studies, bad probabilities) is appended
+    to ``problems``, each naming the file.
+
+    Raises:
+        AnnotationError: unreadable file, malformed JSON or a structure that is not the challenge's.
+    """
+    path = Path(path)
+    problems = [] if problems is None else problems
+    parsed = parse_annotations(path, landmarks)
+    problems.extend(parsed.problems)
+    if parsed.skipped_identifications:
+        problems.append(
+            f"{path}: identifications outside the landmark set skipped: {dict(sorted(parsed.skipped_identifications.items()))}"
+        )
+    raw = json.loads(path.read_text(encoding="utf-8"))  # parse_annotations read it fine already
+    raw_probs = _raw_probs(raw, landmarks)
+    default_tags = abnormal_tags(landmarks)
+    n = len(landmarks)
+    out: dict[str, StudyPrediction] = {}
+    derived: Counter = Counter()
+    for study in parsed.studies:
+        problems.extend(study.problems)
+        if study.study_uid in out:
+            problems.append(f"{path}: study {study.study_uid} appears more than once; keeping the first")
+            continue
+        kp = np.full((n, 2), np.nan, dtype=np.float64)
+        prob = np.full(n, np.nan, dtype=np.float64)
+        tags: list[tuple[str, ...]] = [() for _ in range(n)]
+        z_values = []
+        from_tags = False
+        for name, point in study.points.items():
+            k = landmarks.index[name]
+            group = landmarks.group(name)
+            kp[k] = point.coord
+            tags[k] = point.tags
+            if point.z_index is not None:
+                z_values.append(point.z_index)
+            value = raw_probs.get(study.study_uid, {}).get(name)
+            p = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+            if value is not None and not (0.0 <= p <= 1.0):
+                problems.append(f"{path}: study {study.study_uid} {name}: prob {value!r} is not a number in [0, 1]; ignored")
+                p = math.nan
+            if math.isfinite(p):
+                prob[k] = p
+                if not point.tags:
+                    tags[k] = (group.normal if p < threshold else default_tags[group.name],)
+                    derived["tag from prob"] += 1
+            elif point.tags:
+                prob[k] = landmarks.encode_tags(name, point.tags)[0]
+                from_tags = True
+                derived["prob from tags"] += 1
+            else:
+                prob[k] = 0.0
+                tags[k] = (group.normal,)
+                from_tags = True
+                derived["neither tag nor prob (counted as normal)"] += 1
+        out[study.study_uid] = StudyPrediction(
+            study_uid=study.study_uid,
+            series_uid=study.series_uid,
+            instance_uid=study.instance_uid,
+            keypoints=kp,
+            prob=prob,
+            z_index=Counter(z_values).most_common(1)[0][0] if z_values else None,
+            tags=tags,
+            prob_from_tags=from_tags,
+        )
+    for what, count in derived.items():
+        if what == "prob from tags":
+            problems.append(f"{path}: {count} point(s) without 'prob': P(abnormal) derived from the tags (1 abnormal, 0 normal)")
+        elif what == "tag from prob":
+            problems.append(f"{path}: {count} point(s) without a tag: tag derived from 'prob' (threshold {threshold})")
+        else:
+            problems.append(f"{path}: {count} point(s) with {what}")
+    return out
+

@@ -1,0 +1,127 @@
+"""Prediction on unannotated studies: checkpoint → frames → keypoints in original pixels + P(abnormal).
+
+A frame is prepared exactly as validation prepares it (intensity normalisation, resize of the
+whole frame to the checkpoint's square input size), the network runs (with horizontal-flip
+averaging when ``tta``), and the keypoints are mapped back to the frame's own pixels with the
+inverse of the resize: ``x = (x' + 0.5) · W / S − 0.5`` (and likewise for y).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spinectx.data.cache import normalise_intensity
+from spinectx.data.dicom import read_frame, read_header
+from spinectx.data.errors import DataError
+from spinectx.data.study import StudyIndex, index_study
+from spinectx.data.submission import StudyPrediction
+from spinectx.data.transforms import resize_image
+
+log = logging.getLogger(__name__)
+
+
+def load_module(ckpt_path: str | Path, device: str | torch.device = "cpu", tta: bool | None = None):
+    """A :class:`~spinectx.lit.LandmarkModule` rebuilt from its checkpoint alone, in eval mode.
+    ``tta`` overrides the checkpoint's flip-averaging setting when not None."""
+    from spinectx.lit.module import LandmarkModule
+
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    module = LandmarkModule.load_from_checkpoint(path, map_location=device)
+    if tta is not None:
+        module.hparams.tta = bool(tta)
+    return module.eval()
+
+
+def frame_to_input(frame: np.ndarray, size: int) -> torch.Tensor:
+    """Raw frame float [H, W] → network input [1, S, S] (normalised, resized)."""
+    return torch.from_numpy(resize_image(normalise_intensity(frame.astype(np.float32)), (size, size)))[None]
+
+
+def input_to_frame(keypoints: np.ndarray, frame_hw: tuple[int, int], size: int) -> np.ndarray:
+    """Keypoints [K, 2] (x, y) in input pixels → pixels of the [H, W] frame (inverse resize)."""
+    h, w = frame_hw
+    scale = np.array([w / size, h / size], dtype=np.float64)
+    return ((keypoints.astype(np.float64) + 0.5) * scale - 0.5).astype(np.float32)
+
+
+@dataclass
+class Target:
+    """One frame to predict: its file, the UIDs to write, and its slice index in the series."""
+
+    path: str
+    study_uid: str
+    series_uid: str
+    instance_uid: str
+    z_index: int | None
+
+
+def target_of_study(index: StudyIndex) -> Target:
+    """The T2 sagittal series' middle slice (any sagittal series when there is no T2)."""
+    series = index.inference_series()
+    z = len(series.slices) // 2
+    h = series.slices[z]
+    return Target(h.path, h.study_uid, h.series_uid, h.instance_uid, z)
+
+
+def find_targets(input_path: str | Path) -> tuple[list[Target], list[str]]:
+    """Frames to predict under ``input_path`` → (targets, problems).
+
+    Accepts a folder of study folders (the challenge layout, e.g. ``lumbar_testA50/``), one
+    study folder, one series folder (any folder whose files are DICOM), or one DICOM file.
+    Studies that cannot be used are skipped and listed in ``problems``.
+    """
+    path = Path(input_path)
+    if not path.exists():
+        raise DataError(path, "input not found")
+    if path.is_file():
+        h = read_header(path)
+        return [Target(str(path), h.study_uid, h.series_uid, h.instance_uid, None)], []
+    subfolders = sorted(p for p in path.iterdir() if p.is_dir())
+    folders = subfolders if subfolders else [path]
+    targets, problems = [], []
+    for folder in folders:
+        try:
+            index = index_study(folder)
+            problems.extend(index.problems)
+            targets.append(target_of_study(index))
+        except DataError as exc:
+            problems.append(str(exc))
+            log.warning("skipping %s", exc)
+    return targets, problems
+
+
+@torch.no_grad()
+def predict_targets(module, targets: list[Target], batch_size: int = 8,
+                    input_size: int | None = None) -> tuple[list[StudyPrediction], list[str]]:
+    """Predict each target's keypoints (frame pixels) and P(abnormal); undecodable frames are
+    skipped and listed in the returned problems."""
+    size = int(input_size or module.hparams.get("input_size") or 0)
+    if size <= 0:
+        raise ValueError("the checkpoint does not record its input size: pass input_size=")
+    predictions, problems = [], []
+    for start in range(0, len(targets), batch_size):
+        chunk, images, shapes = [], [], []
+        for t in targets[start:start + batch_size]:
+            try:
+                frame = read_frame(t.path)
+            except DataError as exc:
+                problems.append(f"{exc}; study {t.study_uid} not predicted")
+                continue
+            chunk.append(t)
+            shapes.append(frame.shape)
+            images.append(frame_to_input(frame, size))
+        if not chunk:
+            continue
+        decoded = module.predict_keypoints(torch.stack(images).to(module.device))
+        for i, t in enumerate(chunk):
+            keypoints = input_to_frame(decoded.keypoints[i].float().cpu().numpy(), shapes[i], size)
+            predictions.append(StudyPrediction(t.study_uid, t.series_uid, t.instance_uid, keypoints,
+                                               decoded.prob[i].float().cpu().numpy(), z_index=t.z_index))
+    return predictions, problems

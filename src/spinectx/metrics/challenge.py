@@ -1,0 +1,160 @@
+"""The TianChi 2020 challenge metric (SPEC §4): a confusion matrix with two extra rows, macro-F1.
+
+Classes are ``<group>_<class>`` for every group and class of the landmark set's vocabularies, in
+the set's order (TianChi: ``vertebra_v1, vertebra_v2, disc_v1 .. disc_v5``).
+
+Conventions:
+
+* **Rows = prediction, columns = ground truth.** Rows are the classes followed by ``wrong`` and
+  ``not_hit``; columns are the classes. ``confusion[row][col]`` counts ground-truth tags.
+* **One column count per ground-truth tag.** Every annotated ground-truth landmark contributes one
+  count to the column of each of its tags (a ``v3,v5`` disc counts in column ``disc_v3`` and in
+  column ``disc_v5``). Landmarks missing from the ground truth, or annotated without a tag, count
+  nowhere; predictions for them are ignored.
+* **The row** of a count is the same for all tags of a landmark:
+  ``not_hit`` when the landmark has no prediction (no location or no class);
+  ``wrong`` when the prediction lies farther than ``threshold_mm`` (distance > 6 mm; exactly 6 mm is
+  a hit, as in the table metric); otherwise the row of the *predicted class*.
+  So a ``v3,v5`` disc predicted ``v3`` gives one hit (row ``disc_v3``, column ``disc_v3``) and one
+  confusion (row ``disc_v3``, column ``disc_v5``): it adds to v5's recall denominator and to v3's
+  precision denominator. A prediction carries one class; when a multi-code string such as
+  ``"v3,v5"`` is given, its first code is the prediction.
+* precision = diagonal / row sum (over the class columns), recall = diagonal / column sum (which
+  includes ``wrong`` and ``not_hit``), F1 = 2PR / (P + R); each is 0 where undefined (empty row or
+  column). ``support`` = column sum. macro-F1 = mean of the F1 of *all* classes, including
+  classes absent from the ground truth (their F1 is 0).
+
+Distances are Euclidean in mm: pixel differences of the annotated frame × its spacing (dy, dx),
+computed in float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from spinectx.data.landmarks import LandmarkSet
+
+WRONG = "wrong"
+NOT_HIT = "not_hit"
+
+__all__ = ["NOT_HIT", "WRONG", "challenge_classes", "challenge_metric", "distances_mm"]
+
+
+def challenge_classes(landmarks: LandmarkSet) -> list[str]:
+    """``<group>_<class>`` for every class of every group, in the landmark set's order."""
+    return [f"{g.name}_{c}" for g in landmarks.groups for c in g.classes]
+
+
+def distances_mm(pred: np.ndarray, truth: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """[N, K] Euclidean distances in mm between (x, y) pixel positions [N, K, 2], with spacing
+    [N, 2] = (dy, dx) mm. NaN in either position gives +inf."""
+    pred = np.asarray(pred, dtype=np.float64)
+    truth = np.asarray(truth, dtype=np.float64)
+    spacing = np.asarray(spacing, dtype=np.float64)
+    delta = (pred - truth) * spacing[:, None, ::-1]  # (dx, dy) mm
+    dist = np.hypot(delta[..., 0], delta[..., 1])
+    return np.where(np.isnan(dist), np.inf, dist)
+
+
+def _first_code(value) -> str | None:
+    """A predicted class: ``None``/``""`` → None; ``"v3,v5"`` or ``("v3", "v5")`` → ``"v3"``."""
+    if value is None:
+        return None
+    codes = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    codes = [c.strip() for c in codes if c.strip()]
+    return codes[0] if codes else None
+
+
+def challenge_metric(
+    pred_keypoints,
+    pred_tags: Sequence[Sequence],
+    gt_keypoints,
+    gt_tags: Sequence[Sequence[Sequence[str]]],
+    spacing,
+    landmarks: LandmarkSet,
+    threshold_mm: float = 6.0,
+) -> dict:
+    """The challenge's confusion matrix and macro-F1 (conventions in the module docstring).
+
+    Args:
+        pred_keypoints: [N, K, 2] predicted (x, y) pixels; NaN = no prediction.
+        pred_tags: N lists of K predicted class codes (``"v2"``; ``None``/``""`` = no class).
+        gt_keypoints: [N, K, 2] ground-truth (x, y) pixels; NaN = not annotated.
+        gt_tags: N lists of K tuples of ground-truth class codes (``("v3", "v5")``).
+        spacing: [N, 2] (dy, dx) mm of each study's annotated frame.
+        landmarks: the landmark set (order of K, class vocabularies).
+        threshold_mm: farther than this is ``wrong``.
+
+    Returns:
+        ``{"macro_f1": float, "per_class": {class: {precision, recall, f1, support}},
+        "confusion": {row: {col: count}}, "classes": [...], "rows": [...]}``.
+
+    Raises:
+        ValueError: shapes that do not match, or a class code outside its group's vocabulary.
+    """
+    pred_kp = np.asarray(pred_keypoints, dtype=np.float64)
+    gt_kp = np.asarray(gt_keypoints, dtype=np.float64)
+    spacing = np.asarray(spacing, dtype=np.float64)
+    n, k = len(gt_tags), len(landmarks)
+    if pred_kp.shape != (n, k, 2) or gt_kp.shape != (n, k, 2) or spacing.shape != (n, 2):
+        raise ValueError(
+            f"expected pred/gt keypoints [{n}, {k}, 2] and spacing [{n}, 2]; got {pred_kp.shape}, {gt_kp.shape}, {spacing.shape}"
+        )
+    if len(pred_tags) != n or any(len(t) != k for t in pred_tags) or any(len(t) != k for t in gt_tags):
+        raise ValueError(f"pred_tags and gt_tags need {n} lists of {k} entries")
+
+    classes = challenge_classes(landmarks)
+    rows = classes + [WRONG, NOT_HIT]
+    col_of = {c: i for i, c in enumerate(classes)}
+    wrong_row, not_hit_row = len(classes), len(classes) + 1
+    group_names = [landmarks.groups[g].name for g in landmarks.group_of]
+
+    dist = distances_mm(pred_kp, gt_kp, spacing)
+    hit = dist <= threshold_mm
+    gt_present = np.isfinite(gt_kp).all(-1)
+    pred_present = np.isfinite(pred_kp).all(-1)
+
+    def code_index(code: str, j: int, what: str) -> int:
+        key = f"{group_names[j]}_{code}"
+        if key not in col_of:
+            group = landmarks.groups[landmarks.group_of[j]]
+            raise ValueError(f"{what} class {code!r} of {landmarks.names[j]} is not one of {list(group.classes)}")
+        return col_of[key]
+
+    confusion = np.zeros((len(rows), len(classes)), dtype=np.int64)
+    for i in range(n):
+        for j in range(k):
+            truth = [c for c in gt_tags[i][j] if c] if gt_present[i, j] else []
+            if not truth:
+                continue
+            columns = [code_index(c, j, "ground-truth") for c in truth]
+            predicted = _first_code(pred_tags[i][j]) if pred_present[i, j] else None
+            if predicted is None:
+                row = not_hit_row
+            elif not hit[i, j]:
+                row = wrong_row
+            else:
+                row = code_index(predicted, j, "predicted")
+            for col in columns:
+                confusion[row, col] += 1
+
+    diag = np.diagonal(confusion[: len(classes)]).astype(np.float64)
+    row_sum = confusion[: len(classes)].sum(1).astype(np.float64)
+    col_sum = confusion.sum(0).astype(np.float64)
+    precision = np.divide(diag, row_sum, out=np.zeros_like(diag), where=row_sum > 0)
+    recall = np.divide(diag, col_sum, out=np.zeros_like(diag), where=col_sum > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(diag), where=denom > 0)
+    per_class = {
+        c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(col_sum[i])}
+        for i, c in enumerate(classes)
+    }
+    return {
+        "macro_f1": float(f1.mean()) if len(classes) else 0.0,
+        "per_class": per_class,
+        "confusion": {r: {c: int(confusion[ri, ci]) for ci, c in enumerate(classes)} for ri, r in enumerate(rows)},
+        "classes": classes,
+        "rows": rows,
+    }

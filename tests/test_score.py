@@ -1,0 +1,274 @@
+"""Submissions (write/read), the TianChi challenge metric, and spinectx-score against the training metric."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import spinectx
+from spinectx.data.landmarks import LandmarkSet
+from spinectx.data.submission import StudyPrediction, abnormal_tags, read_submission, tags_from_prob, write_submission
+from spinectx.metrics import TableMetric, challenge_classes, challenge_metric
+
+NAN = float("nan")
+
+
+def test_abnormal_tags_follow_the_training_counts_and_can_be_overridden(landmarks):
+    assert abnormal_tags(landmarks) == {"vertebra": "v2", "disc": "v2"}  # bulge is the commonest abnormal disc
+    assert abnormal_tags(landmarks, {"disc": "v3"})["disc"] == "v3"
+    with pytest.raises(ValueError, match="not one of its classes"):
+        abnormal_tags(landmarks, {"vertebra": "v5"})
+    # a dataset the counts do not cover: the first non-normal class of its vocabulary
+    other = LandmarkSet.from_config({"level": {"identifications": ["L1/L2", "L2/L3"], "classes": ["Normal/Mild", "Moderate", "Severe"]}})
+    assert abnormal_tags(other) == {"level": "Moderate"}
+    assert tags_from_prob([0.49, 0.5], other) == ["Normal/Mild", "Moderate"]
+
+    prob = np.array([0.1, 0.7, 0.5, NAN, 0.0, 0.2, 0.9, 0.3, 0.8, 0.6, 0.4])
+    assert tags_from_prob(prob, landmarks) == ["v1", "v2", "v2", "", "v1", "v1", "v2", "v1", "v2", "v2", "v1"]
+    assert tags_from_prob(prob, landmarks, threshold=0.75, abnormal={"disc": "v4"})[5:] == ["v1", "v4", "v1", "v4", "v1", "v1"]
+
+
+def _prediction(uid: str, k: int, seed: int, tags=None) -> StudyPrediction:
+    rng = np.random.default_rng(seed)
+    keypoints = rng.uniform(0, 512, size=(k, 2))
+    prob = rng.uniform(0, 1, size=k)
+    return StudyPrediction(uid, f"{uid}.1", f"{uid}.1.7", keypoints, prob, z_index=7, tags=tags)
+
+
+def test_submission_round_trip(tmp_path, landmarks):
+    k = len(landmarks)
+    a = _prediction("1.2.3", k, 0)
+    a.keypoints[4] = NAN  # no prediction for L5
+    tags_b = [("v2",)] * 5 + [("v3", "v5"), ("v1",), ("v4",), ("v2",), ("v5",), ("v1",)]
+    b = _prediction("1.2.4", k, 1, tags=tags_b)
+    path = write_submission(tmp_path / "sub" / "pred.json", [a, b], landmarks)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["pred.json"]  # no temporary file left
+
+    raw = json.loads(path.read_text())
+    assert [s["studyUid"] for s in raw] == ["1.2.3", "1.2.4"]
+    points = raw[0]["data"][0]["annotation"][0]["data"]["point"]
+    assert len(points) == k - 1 and "L5" not in [p["tag"]["identification"] for p in points]
+    assert points[0]["zIndex"] == 7 and set(points[0]["tag"]) == {"identification", "vertebra"}
+    assert set(points[-1]["tag"]) == {"identification", "disc"}
+
+    problems: list[str] = []
+    back = read_submission(path, landmarks, problems)
+    assert problems == [] and set(back) == {"1.2.3", "1.2.4"}
+    ra, rb = back["1.2.3"], back["1.2.4"]
+    np.testing.assert_array_equal(ra.keypoints, a.keypoints)  # full precision, NaN where none
+    np.testing.assert_array_equal(ra.prob[np.arange(k) != 4], a.prob[np.arange(k) != 4])
+    assert math.isnan(ra.prob[4]) and ra.tags[4] == ()
+    assert [t[0] for i, t in enumerate(ra.tags) if i != 4] == [t for i, t in enumerate(tags_from_prob(a.prob, landmarks)) if i != 4]
+    assert (ra.series_uid, ra.instance_uid, ra.z_index, ra.prob_from_tags) == ("1.2.3.1", "1.2.3.1.7", 7, False)
+    assert rb.tags == tags_b
+    np.testing.assert_array_equal(rb.prob, b.prob)
+
+    # without "prob": P(abnormal) comes from the tags, and that is reported
+    for study in raw:
+        for p in study["data"][0]["annotation"][0]["data"]["point"]:
+            del p["prob"]
+    raw[1]["data"][0]["annotation"][0]["data"]["point"].append({"coord": [1, 2], "tag": {"identification": "T11-T12", "disc": "v1"}})
+    raw.append(raw[0])  # the same study twice
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(raw))
+    problems = []
+    back = read_submission(plain, landmarks, problems)
+    rb = back["1.2.4"]
+    assert rb.prob_from_tags
+    np.testing.assert_array_equal(rb.prob, [1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 0])
+    text = "\n".join(problems)
+    assert str(plain) in text and "derived from the tags" in text
+    assert "T11-T12" in text and "more than once" in text
+
+
+def test_reading_a_malformed_submission_names_the_file(tmp_path, landmarks):
+    from spinectx.data.errors import AnnotationError
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"studyUid": "1", "data": [')
+    with pytest.raises(AnnotationError, match="bad.json: malformed JSON"):
+        read_submission(bad, landmarks)
+
+
+def _hand_case(landmarks):
+    """Two studies (vertebrae L1..L5 = 0..4, discs T12-L1..L5-S1 = 5..10) with known outcomes."""
+    idx = landmarks.index
+    gt = np.full((2, len(landmarks), 2), NAN)
+    pred = np.full_like(gt, NAN)
+    gt_tags = [[() for _ in landmarks.names] for _ in range(2)]
+    pred_tags = [[None for _ in landmarks.names] for _ in range(2)]
+
+    def put(study, name, tags, truth, offset, predicted):
+        k = idx[name]
+        gt[study, k] = truth
+        gt_tags[study][k] = tags
+        if offset is not None:
+            pred[study, k] = np.asarray(truth) + np.asarray(offset)
+        pred_tags[study][k] = predicted
+
+    # study 0, spacing 1 mm × 1 mm
+    put(0, "L1", ("v1",), (100, 50), (0, 0), "v1")            # hit, right class
+    put(0, "L2", ("v2",), (100, 90), (3, 0), "v1")            # hit, wrong class
+    put(0, "L3", ("v2",), (100, 130), (0, 7), "v2")           # 7 mm: wrong
+    put(0, "L4", ("v2",), (100, 170), None, None)             # no prediction: not_hit
+    idx_l5 = idx["L5"]
+    pred[0, idx_l5] = (100, 210)                              # prediction for an unannotated landmark: ignored
+    pred_tags[0][idx_l5] = "v2"
+    put(0, "T12-L1", ("v3", "v5"), (110, 30), (0, 0), "v3")   # two tags: v3 hit, v5 confused with v3
+    put(0, "L1-L2", ("v1",), (110, 70), (6, 0), "v2")         # exactly 6 mm: a hit, class v2
+    put(0, "L2-L3", ("v2",), (110, 110), (0, 0), "v2")        # hit
+    put(0, "L3-L4", ("v4",), (110, 150), (0, 0), "")          # location but no class: not_hit
+    put(0, "L4-L5", (), (110, 190), (0, 0), "v2")             # annotated without tag: counts nowhere
+    put(0, "L5-S1", ("v1",), (110, 230), (6.5, 0), "v1")      # 6.5 mm: wrong
+    # study 1, spacing dy = 0.5 mm, dx = 2 mm
+    put(1, "L1", ("v2",), (100, 50), (3, 0), "v2")            # 3 columns = 6 mm: hit
+    put(1, "L2", ("v1",), (100, 90), (0, 10), "v1")           # 10 rows = 5 mm (20 mm if axes swapped): hit
+    spacing = np.array([[1.0, 1.0], [0.5, 2.0]])
+    return pred, pred_tags, gt, gt_tags, spacing
+
+
+def test_challenge_metric_hand_computed(landmarks):
+    pred, pred_tags, gt, gt_tags, spacing = _hand_case(landmarks)
+    out = challenge_metric(pred, pred_tags, gt, gt_tags, spacing, landmarks)
+    assert out["classes"] == challenge_classes(landmarks) == [
+        "vertebra_v1", "vertebra_v2", "disc_v1", "disc_v2", "disc_v3", "disc_v4", "disc_v5"]
+    assert out["rows"] == out["classes"] + ["wrong", "not_hit"]
+    c = out["confusion"]
+    nonzero = {(r, col): v for r, cols in c.items() for col, v in cols.items() if v}
+    assert nonzero == {
+        ("vertebra_v1", "vertebra_v1"): 2,
+        ("vertebra_v1", "vertebra_v2"): 1,
+        ("vertebra_v2", "vertebra_v2"): 1,
+        ("wrong", "vertebra_v2"): 1,
+        ("not_hit", "vertebra_v2"): 1,
+        ("disc_v2", "disc_v1"): 1,
+        ("wrong", "disc_v1"): 1,
+        ("disc_v2", "disc_v2"): 1,
+        ("disc_v3", "disc_v3"): 1,
+        ("disc_v3", "disc_v5"): 1,
+        ("not_hit", "disc_v4"): 1,
+    }
+    pc = out["per_class"]
+    assert pc["vertebra_v1"] == pytest.approx({"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2})
+    assert pc["vertebra_v2"] == pytest.approx({"precision": 1.0, "recall": 0.25, "f1": 0.4, "support": 4})
+    assert pc["disc_v1"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+    assert pc["disc_v2"]["f1"] == pytest.approx(2 / 3) and pc["disc_v3"]["f1"] == pytest.approx(2 / 3)
+    assert pc["disc_v3"]["precision"] == pytest.approx(0.5)  # the v5 column lands in row v3
+    assert pc["disc_v5"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+    # (0.8 + 0.4 + 0 + 2/3 + 2/3 + 0 + 0) / 7
+    assert out["macro_f1"] == pytest.approx(7.6 / 21)
+
+    # a looser threshold turns both "wrong" rows into predictions
+    loose = challenge_metric(pred, pred_tags, gt, gt_tags, spacing, landmarks, threshold_mm=7.0)
+    assert loose["confusion"]["wrong"]["vertebra_v2"] == 0 and loose["confusion"]["vertebra_v2"]["vertebra_v2"] == 2
+    with pytest.raises(ValueError, match="not one of"):
+        bad = [list(t) for t in pred_tags]
+        bad[0][landmarks.index["L1"]] = "v5"
+        challenge_metric(pred, bad, gt, gt_tags, spacing, landmarks)
+
+
+def _cli_env() -> dict:
+    src = str(Path(spinectx.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+            "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+
+
+def test_score_cli_reproduces_the_training_metric(tmp_path, landmarks):
+    from spinectx.data.records import build_index
+    from spinectx.data.synthetic import generate_dataset
+
+    root = tmp_path / "ds"
+    gt_file = generate_dataset(root, studies=3, seed=1)
+    records = build_index(root, ["lumbar_train"], landmarks).records
+    assert len(records) == 3
+    n, k = len(records), len(landmarks)
+
+    # predictions: the truth moved by known distances (mm) in random directions, with chosen probs
+    rng = np.random.default_rng(11)
+    plan = np.array([0.0, 1.0, 2.5, 4.0, 5.5, 5.9, 6.3, 8.0, 12.0, 3.0, 25.0])
+    dist = np.stack([rng.permutation(plan) for _ in range(n)])
+    angle = rng.uniform(0, 2 * np.pi, size=(n, k))
+    spacing = np.array([r.pixel_spacing for r in records], dtype=np.float64)  # (dy, dx)
+    # one displacement that is located only when dy and dx are read the right way round: along the
+    # axis of the smaller spacing in the most anisotropic of the two predicted studies
+    ratio = spacing[:2].max(1) / spacing[:2].min(1)
+    s_ = int(np.argmax(ratio))
+    assert ratio[s_] > 1.01
+    dist[s_, 0] = 6.0 / np.sqrt(ratio[s_])  # < 6 mm; > 6 mm with the spacings swapped
+    angle[s_, 0] = 0.0 if spacing[s_, 1] < spacing[s_, 0] else np.pi / 2
+    gt_kp = np.stack([r.keypoints for r in records]).astype(np.float64)
+    pred_kp = gt_kp.copy()
+    pred_kp[..., 0] += dist * np.cos(angle) / spacing[:, None, 1]
+    pred_kp[..., 1] += dist * np.sin(angle) / spacing[:, None, 0]
+    labels = np.array([[landmarks.encode_tags(nm, r.tags[j])[0] for j, nm in enumerate(landmarks.names)] for r in records])
+    prob = np.clip(0.35 * labels + rng.uniform(0, 0.65, size=(n, k)), 0, 1)
+    pred_kp[0, 3] = NAN  # one landmark without prediction
+    pred_kp[2] = NAN      # the third study gets no prediction at all (left out of the file)
+    prob[2] = NAN
+
+    predictions = []
+    for i, r in enumerate(records[:2]):
+        tags = [(t,) if t else () for t in tags_from_prob(prob[i], landmarks)]
+        if i == 1:
+            tags[landmarks.index["L3-L4"]] = ("v3",)  # explicit classes pass through the file
+            tags[landmarks.index["L4-L5"]] = ("v4",)
+        predictions.append(StudyPrediction(r.study_uid, r.series_uid, r.instance_uid, pred_kp[i], prob[i], r.slice_index, tags))
+    predictions.append(StudyPrediction("1.2.3.999", "1.2.3.999.1", "1.2.3.999.1.1", pred_kp[1], prob[1]))  # not in gt
+    pred_file = write_submission(tmp_path / "pred.json", predictions, landmarks)
+
+    # what training computes for the same predictions
+    metric = TableMetric(landmarks.group_of, [g.title for g in landmarks.groups])
+    annotated = np.isfinite(gt_kp).all(-1)
+    metric.update(torch.from_numpy(pred_kp), torch.from_numpy(prob), torch.from_numpy(gt_kp),
+                  torch.from_numpy(annotated), torch.from_numpy(labels), torch.from_numpy(spacing))
+    expected = {key: float(v) for key, v in metric.compute().items()}
+    # and independently of the metric code: located = planned distance <= 6 mm
+    located = (dist <= 6) & np.isfinite(pred_kp).all(-1) & annotated
+    for g, group in enumerate(landmarks.groups):
+        in_group = np.asarray(landmarks.group_of) == g
+        assert expected[f"L-{group.title}"] == pytest.approx(located[:, in_group].sum() / annotated[:, in_group].sum())
+    assert 0 < expected["L-Disc"] < 1 and 0 < expected["L-Vertebra"] < 1
+    assert 0 < expected["Score"] < 1
+    pred_tags = [[p.tags[j][0] if p.tags[j] else None for j in range(k)] for p in read_submission(pred_file, landmarks).values()][:2]
+    challenge = challenge_metric(pred_kp, pred_tags + [[None] * k], gt_kp, [r.tags for r in records], spacing, landmarks)
+
+    out = tmp_path / "score.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "spinectx.cli.score", f"pred={pred_file}", f"gt={gt_file}", f"images={root}", f"out={out}"],
+        cwd=tmp_path, env=_cli_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / ".hydra").exists()
+    report = json.loads(out.read_text())
+    for key in ("L-Disc", "L-Vertebra", "C-Disc", "C-Vertebra", "Score"):
+        assert report[key] == pytest.approx(expected[key], abs=1e-6), key
+    assert report["challenge"]["confusion"] == challenge["confusion"]
+    assert report["challenge"]["macro_f1"] == pytest.approx(challenge["macro_f1"], abs=1e-9)
+    rows = report["challenge"]["confusion"]  # every tag of a landmark not located is wrong or not_hit
+    assert sum(rows["wrong"].values()) + sum(rows["not_hit"].values()) == sum(
+        len(records[i].tags[j]) for i, j in zip(*np.nonzero(~located & annotated)))
+    assert sum(rows["not_hit"].values()) == sum(len(records[2].tags[j]) for j in range(k)) + len(records[0].tags[3])
+    assert report["studies"] == 3 and report["missing_predictions"] == 1
+    assert any("1.2.3.999" in p and "not in" in p for p in report["problems"])
+    assert "Score" in proc.stdout
+
+
+def test_score_reports_missing_files(tmp_path, landmarks):
+    from spinectx.cli.score import score_submission
+    from spinectx.data.errors import DataError
+
+    gt = tmp_path / "gt.json"
+    gt.write_text("[]")
+    with pytest.raises(DataError, match="pred.json: prediction file not found"):
+        score_submission(tmp_path / "pred.json", gt, tmp_path, landmarks)
+    (tmp_path / "pred.json").write_text("[]")
+    with pytest.raises(DataError, match="images: image folder not found"):
+        score_submission(tmp_path / "pred.json", gt, tmp_path / "images", landmarks)

@@ -1,0 +1,212 @@
+"""What a researcher does around training: evaluate, predict, score; DDP; resume after a kill;
+reproducibility; sweeps that survive a failing job; channels-last / compiled runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import spinectx
+from spinectx.cli.train import train
+from test_train import make_cfg
+
+SRC = Path(spinectx.__file__).resolve().parents[1]
+TABLE = ("L-Disc", "L-Vertebra", "C-Disc", "C-Vertebra", "Score")
+
+
+def module_cmd(module: str, *args) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def env(**extra) -> dict:
+    """The subprocess environment: offline, this checkout's sources, and no inherited W&B service
+    (an in-process W&B run earlier in the session would otherwise be shared, as one user's
+    shells never share it)."""
+    base = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return {**base, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(SRC), **extra}
+
+
+def run(module: str, *args, cwd, timeout=600, **extra_env) -> subprocess.CompletedProcess:
+    proc = subprocess.run(module_cmd(module, *args), cwd=cwd, env=env(**extra_env), capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc
+
+
+def data_args(root) -> list[str]:
+    return [f"data.root={root}", "data.synthetic=null", "data.num_workers=0", "data.batch_size=4"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, synthetic_root):
+    """A CCF-Net trained for 2 short epochs at 64 px: (run dir, metrics.json)."""
+    tmp = tmp_path_factory.mktemp("trained")
+    cfg = make_cfg(tmp, synthetic_root, ["trainer.max_epochs=2", "overlay_studies=0"])
+    train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    return run_dir, json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_eval_reproduces_training_metrics_and_writes_its_reports(tmp_path, synthetic_root, trained):
+    run_dir, metrics = trained
+    ckpt = metrics["evaluation"]["checkpoint"]
+    out = tmp_path / "eval"
+    run("spinectx.cli.eval", f"ckpt_path={ckpt}", *data_args(synthetic_root), "trainer=cpu", f"paths.root_dir={tmp_path}",
+        f"hydra.run.dir={out}", "overlay_studies=3", cwd=tmp_path)
+    result = json.loads((out / "metrics.json").read_text())
+    for k in TABLE:
+        assert result[k] == pytest.approx(metrics["evaluation"][k], abs=1e-6)
+    assert result["input_size"] == 64 and result["studies"] == 3
+    assert 0.0 <= result["challenge"]["macro_f1"] <= 1.0
+    assert set(result["challenge"]["rows"]) >= {"wrong", "not_hit"}
+    rows = list(csv.DictReader((out / "per_landmark.csv").open()))
+    assert [r["identification"] for r in rows][:2] == ["L1", "L2"] and len(rows) == 11
+    assert all(0.0 <= float(r["hit_rate"]) <= 1.0 for r in rows)
+    for png in ("confusion.png", "overlays.png"):
+        assert (out / png).stat().st_size > 5_000
+
+    # the whole split instead of the held-out fold
+    run("spinectx.cli.eval", f"ckpt_path={ckpt}", *data_args(synthetic_root), "trainer=cpu", "all_studies=true",
+        f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'all'}", "overlay_studies=0", cwd=tmp_path)
+    assert json.loads((tmp_path / "all" / "metrics.json").read_text())["studies"] == 12
+
+
+def test_ddp_on_two_cpu_processes_gives_the_single_process_metric(tmp_path, synthetic_root, trained):
+    """3 held-out studies over 2 gloo processes (2 + 1, no padding): same table metric."""
+    _, metrics = trained
+    ckpt = metrics["evaluation"]["checkpoint"]
+    results = {}
+    for trainer in ("cpu", "ddp_cpu"):
+        out = tmp_path / trainer
+        run("spinectx.cli.eval", f"ckpt_path={ckpt}", *data_args(synthetic_root), f"trainer={trainer}",
+            f"paths.root_dir={tmp_path}", f"hydra.run.dir={out}", "overlay_studies=0", cwd=tmp_path)
+        results[trainer] = json.loads((out / "metrics.json").read_text())
+    for k in TABLE:
+        assert results["ddp_cpu"][k] == pytest.approx(results["cpu"][k], abs=1e-6)
+    # and training itself runs under DDP (2 processes, sync BatchNorm)
+    run("spinectx.cli.train", "trainer=ddp_cpu", *data_args(synthetic_root), "data.image_size=64", "logger=none",
+        "+trainer.limit_train_batches=2", "trainer.max_epochs=1", "overlay_studies=0", "callbacks.progress_bar=null",
+        f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'ddp_train'}", cwd=tmp_path)
+    assert json.loads((tmp_path / "ddp_train" / "metrics.json").read_text())["epoch"] == 0
+
+
+def test_predict_writes_a_submission_that_scores(tmp_path, synthetic_root, trained):
+    _, metrics = trained
+    ckpt = metrics["evaluation"]["checkpoint"]
+    split = synthetic_root / "lumbar_train"
+    out = tmp_path / "pred.json"
+    run("spinectx.cli.predict", f"ckpt_path={ckpt}", f"input={split}", f"output={out}", cwd=tmp_path)
+    submission = json.loads(out.read_text())
+    assert len(submission) == 12
+    points = submission[0]["data"][0]["annotation"][0]["data"]["point"]
+    assert len(points) == 11 and all(0.0 <= p["prob"] <= 1.0 for p in points)
+    assert {"identification", "vertebra"} <= set(points[0]["tag"]) or {"identification", "disc"} <= set(points[0]["tag"])
+
+    # it scores against the annotation, with spacing read from the DICOM files
+    report = tmp_path / "score.json"
+    run("spinectx.cli.score", f"pred={out}", f"gt={synthetic_root / 'lumbar_train_annotation.json'}",
+        f"images={split}", f"out={report}", cwd=tmp_path)
+    scored = json.loads(report.read_text())
+    assert scored["studies"] == 12 and 0.0 <= scored["Score"] <= 1.0
+
+    # one study folder, one series folder, one file; without flip averaging the points move
+    study = sorted(p for p in split.iterdir() if p.is_dir())[0]
+    run("spinectx.cli.predict", f"ckpt_path={ckpt}", f"input={study}", f"output={tmp_path / 'one.json'}", cwd=tmp_path)
+    one = json.loads((tmp_path / "one.json").read_text())[0]
+    instance = one["data"][0]["instanceUid"]
+    from spinectx.data.study import index_study
+
+    series = index_study(study).inference_series()
+    (tmp_path / "series").mkdir()
+    for h in series.slices:
+        (tmp_path / "series" / Path(h.path).name).symlink_to(h.path)
+    frame = next(h.path for h in series.slices if h.instance_uid == instance)
+    def points(entry, z=True):  # a lone file has no slice index: compare without it
+        return [{k: v for k, v in p.items() if z or k != "zIndex"} for p in entry["data"][0]["annotation"][0]["data"]["point"]]
+
+    for name, source in (("series.json", tmp_path / "series"), ("file.json", frame)):
+        run("spinectx.cli.predict", f"ckpt_path={ckpt}", f"input={source}", f"output={tmp_path / name}", cwd=tmp_path)
+        again = json.loads((tmp_path / name).read_text())[0]
+        assert again["data"][0]["instanceUid"] == instance
+        assert points(again, z=name == "series.json") == points(one, z=name == "series.json")
+    run("spinectx.cli.predict", f"ckpt_path={ckpt}", f"input={frame}", f"output={tmp_path / 'notta.json'}", "tta=false",
+        cwd=tmp_path)
+    no_tta = json.loads((tmp_path / "notta.json").read_text())[0]["data"][0]["annotation"][0]["data"]["point"]
+    assert no_tta != one["data"][0]["annotation"][0]["data"]["point"]
+
+
+def test_killed_run_resumes_where_it_stopped_with_the_same_wandb_run(tmp_path, synthetic_root):
+    args = ["logger=wandb", "trainer=cpu", *data_args(synthetic_root), "data.image_size=64", "data.batch_size=2",
+            "data.num_rep=6", "trainer.max_epochs=3", "overlay_studies=0", "callbacks.progress_bar=null",
+            "evaluate=false", f"paths.root_dir={tmp_path}"]
+    first = subprocess.Popen(module_cmd("spinectx.cli.train", *args), cwd=tmp_path, env=env(WANDB_MODE="offline"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = tmp_path / "logs" / "train" / "runs"
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(runs.glob("*/checkpoints/last.ckpt")):
+        assert first.poll() is None, "training ended before it could be killed"
+        time.sleep(0.2)
+    time.sleep(1.0)  # into the second epoch
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    (run_dir,) = runs.iterdir()
+    killed_at = json.loads((run_dir / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in killed_at] == [0]
+    time.sleep(1.1)  # the next run directory gets another timestamp
+
+    run("spinectx.cli.train", *args, "resume=true", cwd=tmp_path, WANDB_MODE="offline")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [h["epoch"] for h in metrics["history"]] == [0, 1, 2]  # the epoch count went on
+    assert metrics["history"][0] == killed_at[0]
+    run_id = (run_dir / "wandb_id").read_text().strip()
+    offline_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 2 and all(p.name.endswith(run_id) for p in offline_runs)
+
+
+def test_same_seed_same_metrics(tmp_path, synthetic_root):
+    payloads = []
+    for name in ("a", "b"):
+        cfg = make_cfg(tmp_path / name, synthetic_root, ["trainer.max_epochs=2", "overlay_studies=0", "seed=5"])
+        train(cfg)
+        payload = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+        payload["evaluation"].pop("checkpoint")
+        payloads.append(payload)
+    assert payloads[0] == payloads[1]
+
+
+def test_a_failing_sweep_job_leaves_its_error_and_the_others_run(tmp_path, synthetic_root):
+    sweep = tmp_path / "sweep"
+    run("spinectx.cli.train", "--multirun", "data.image_size=72,64", "logger=none", "trainer=cpu", *data_args(synthetic_root),
+        "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "overlay_studies=0", "callbacks.progress_bar=null",
+        "evaluate=false", f"paths.root_dir={tmp_path}", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert "not a multiple" in (sweep / "0" / "error.txt").read_text()  # 72 px does not fit the stride-16 grid
+    assert not (sweep / "1" / "error.txt").exists()
+    assert json.loads((sweep / "1" / "metrics.json").read_text())["epoch"] == 0
+
+
+def test_channels_last_and_compiled_runs_give_plain_checkpoints(tmp_path, synthetic_root):
+    from spinectx.lit import LandmarkModule
+
+    cfg = make_cfg(tmp_path, synthetic_root, ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "evaluate=false",
+                                              "model.channels_last=true", "model.compile=true",
+                                              "+model.compile_kwargs.backend=eager"])
+    train(cfg)
+    ckpt = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    assert not any("_orig_mod" in k for k in state)
+    image = torch.rand(2, 1, 64, 64)
+    outputs = []
+    for kwargs in ({}, {"compile": False, "channels_last": False}):
+        module = LandmarkModule.load_from_checkpoint(ckpt, map_location="cpu", **kwargs).eval()
+        with torch.no_grad():
+            outputs.append(module(image))
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
