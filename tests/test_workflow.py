@@ -210,3 +210,27 @@ def test_channels_last_and_compiled_runs_give_plain_checkpoints(tmp_path, synthe
         with torch.no_grad():
             outputs.append(module(image))
     assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
+
+
+def test_rerun_sweep_skips_finished_cells(tmp_path, synthetic_root):
+    sweep = tmp_path / "sweep"
+    args = ["--multirun", "data.fold=0,1", "logger=none", "trainer=cpu", *data_args(synthetic_root), "data.image_size=64",
+            "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "overlay_studies=0", "callbacks.progress_bar=null",
+            f"paths.root_dir={tmp_path}", f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=fold${data.fold}"]
+    run("spinectx.cli.train", *args, cwd=tmp_path)
+    before = {d.name: (d / "metrics.json").stat().st_mtime_ns for d in sweep.iterdir() if d.is_dir()}
+    assert sorted(before) == ["fold0", "fold1"]
+    (sweep / "fold1" / "metrics.json").unlink()  # as if cell 1 had not finished
+    proc = run("spinectx.cli.train", *args, cwd=tmp_path)
+    assert "already finished, skipped" in proc.stdout + proc.stderr
+    assert (sweep / "fold0" / "metrics.json").stat().st_mtime_ns == before["fold0"]  # untouched
+    assert "evaluation" in json.loads((sweep / "fold1" / "metrics.json").read_text())  # redone
+
+
+def test_ablation_experiments_compose(tmp_path, synthetic_root):
+    cfg = make_cfg(tmp_path, synthetic_root, ["experiment=table2", "method=hrnet_w32", "scale=paper"])
+    assert (cfg.model.name, cfg.model.backbone, cfg.model.msc) == ("hrnet", "hrnet_w32", False)
+    assert (cfg.trainer.max_epochs, cfg.data.num_folds) == (60, 4)  # (make_cfg shrinks size and passes)
+    cfg = make_cfg(tmp_path, synthetic_root, ["experiment=table1", "method=scn_r18_msc"])
+    assert (cfg.model.name, cfg.model.msc, cfg.logger.wandb.group, cfg.resume) == ("scn", True, "table1", True)
+    assert (cfg.trainer.max_epochs, cfg.data.num_folds) == (3, 2)  # scale=smoke by default

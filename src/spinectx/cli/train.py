@@ -89,6 +89,22 @@ def resolve_resume(cfg: DictConfig, output_dir: Path) -> tuple[Path, str | None]
     return output_dir, str(ckpt_path)
 
 
+def finished_result(run_dir: Path) -> dict | None:
+    """The metrics of a run directory whose job already finished (its ``metrics.json`` holds the
+    final evaluation), else None. Sweeps write each cell to a fixed directory, so a rerun of the
+    same sweep skips finished cells (and ``resume=true`` continues interrupted ones)."""
+    import json
+
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return payload if "evaluation" in payload else None
+
+
 def wandb_run_id(cfg: DictConfig, run_dir: Path) -> str | None:
     """The W&B run id of this run directory: kept in ``wandb_id`` so that a resumed run logs into
     the same W&B run. None when W&B is not configured."""
@@ -135,6 +151,10 @@ def finish_wandb(loggers: list, result: dict, cfg: DictConfig | None = None) -> 
 def train(cfg: DictConfig) -> dict:
     """Run one training job from a composed config; returns the best epoch's metrics."""
     started = time.perf_counter()
+    done = finished_result(Path(cfg.paths.output_dir))
+    if done is not None and cfg.get("skip_finished", True):
+        log.info("already finished, skipped (delete %s to run it again)", cfg.paths.output_dir)
+        return done
     output_dir, ckpt_path = resolve_resume(cfg, Path(cfg.paths.output_dir))
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)  # callbacks and loggers resolve their paths from it
