@@ -43,8 +43,10 @@ def test_forward_backward_shapes(cls, backbone, msc, cpl, stride):
 def test_codec_sets_the_channel_count_and_inputs_must_fit_the_stride():
     net = SimpleBaseline(K, channels_per_landmark=4)
     assert net(torch.rand(1, 3, 64, 64)).shape == (1, 44, 16, 16)
-    with pytest.raises(ValueError, match="multiple of its stride"):
+    with pytest.raises(ValueError, match="not a multiple of 16"):
         CCFNet(K)(torch.rand(1, 1, 40, 40))
+    with pytest.raises(ValueError, match="not a multiple of 32"):  # stride-4 output, stride-32 backbone
+        SimpleBaseline(K)(torch.rand(1, 1, 72, 72))
     with pytest.raises(ValueError, match="no MSC"):
         HRNet(K, msc=True)
 

@@ -234,3 +234,32 @@ def test_ablation_experiments_compose(tmp_path, synthetic_root):
     cfg = make_cfg(tmp_path, synthetic_root, ["experiment=table1", "method=scn_r18_msc"])
     assert (cfg.model.name, cfg.model.msc, cfg.logger.wandb.group, cfg.resume) == ("scn", True, "table1", True)
     assert (cfg.trainer.max_epochs, cfg.data.num_folds) == (3, 2)  # scale=smoke by default
+
+
+def test_tiny_sweep_then_report(tmp_path, synthetic_root):
+    """2 methods × 2 fractions × 1 fold, a few steps each, one deliberately failing extra job."""
+    sweep = tmp_path / "sweep"
+    common = ["logger=none", "trainer=cpu", *data_args(synthetic_root), "data.image_size=64", "trainer.max_epochs=1",
+              "+trainer.limit_train_batches=2", "overlay_studies=0", "callbacks.progress_bar=null",
+              f"paths.root_dir={tmp_path}", f"hydra.sweep.dir={sweep}"]
+    run("spinectx.cli.train", "--multirun", "method=ccfnet_r18_msc,simplebaseline_r18_msc", "data.fraction=0.5,1.0",
+        "data.fold=0", *common, cwd=tmp_path)
+    run("spinectx.cli.train", "--multirun", "method=scn_r18_msc", "data.fold=0", *common, "data.image_size=72",
+        "hydra.sweep.subdir=failing", cwd=tmp_path)  # 72 px: not a multiple of SCN's stride 16
+    out = tmp_path / "report"
+    run("spinectx.cli.report", f"sweep={sweep}", f"out={out}", cwd=tmp_path)
+    rows = {(r["method"], r["msc"]): r for r in csv.DictReader((out / "table1.csv").open())}
+    assert len(rows) == 6  # every cell of Table 1, finished or not
+    assert rows[("CCF-Net", "True")]["runs"] == "1" and rows[("SimpleBaseline", "True")]["runs"] == "1"
+    assert rows[("SCN", "True")]["status"] == "failed" and rows[("SCN", "False")]["status"] == "missing"
+    assert 0.0 <= float(rows[("CCF-Net", "True")]["Score"]) <= 100.0
+    assert float(rows[("CCF-Net", "True")]["paper_Score"]) == 80.50
+    md = (out / "table1.md").read_text()
+    assert "| CCF-Net | resnet18 | ✓ | 4.83 |" in md and "missing" in md
+    assert not (out / "table2.md").exists()  # no job for Table 2
+    fractions = list(csv.DictReader((out / "data_fraction.csv").open()))
+    assert sorted((r["method"], r["fraction"]) for r in fractions if r["runs"] == "1") == [
+        ("CCF-Net", "0.5"), ("CCF-Net", "1.0"), ("SimpleBaseline", "0.5"), ("SimpleBaseline", "1.0")]
+    assert (out / "data_fraction.png").stat().st_size > 10_000
+    report = (out / "report.md").read_text()
+    assert "5 jobs: 4 finished, 1 failed" in report

@@ -31,6 +31,7 @@ class LandmarkNet(nn.Module):
     (standardised image → features) and ``forward_head`` (features → output)."""
 
     stride: int
+    input_multiple: int | None = None  # input sides must divide by this (default: the stride)
 
     def __init__(self, num_landmarks: int, channels_per_landmark: int):
         super().__init__()
@@ -59,8 +60,10 @@ class LandmarkNet(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """[B, 1|3, H, W] → [B, channels_per_landmark·K, H/stride, W/stride]."""
-        if image.shape[-2] % self.stride or image.shape[-1] % self.stride:
+        multiple = self.input_multiple or self.stride
+        if image.shape[-2] % multiple or image.shape[-1] % multiple:
             raise ValueError(
-                f"{type(self).__name__}: input size {tuple(image.shape[-2:])} is not a multiple of its stride {self.stride}"
+                f"{type(self).__name__}: input size {tuple(image.shape[-2:])} is not a multiple of {multiple} "
+                f"(its deepest stride)"
             )
         return self.forward_head(self.forward_features(image))

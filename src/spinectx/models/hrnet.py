@@ -25,6 +25,7 @@ class HRNet(LandmarkNet):
     """
 
     stride = 4
+    input_multiple = 32  # its lowest-resolution branch
 
     def __init__(
         self,

@@ -41,6 +41,7 @@ class SCN(LandmarkNet):
         common = dict(backbone=backbone, msc=msc, pretrained=pretrained, pretrained_path=pretrained_path)
         self.local = SimpleBaseline(num_landmarks, channels_per_landmark, **common)
         self.spatial = CCFNet(num_landmarks, 1, **common)
+        self.input_multiple = self.spatial.stride
 
     def forward_features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """→ (local output [B, C·K, H/4, W/4], spatial-configuration map [B, K, H/4, W/4] in (0, 1))."""

@@ -51,6 +51,7 @@ class SimpleBaseline(LandmarkNet):
     ):
         super().__init__(num_landmarks, channels_per_landmark)
         backbone_stride = 16 if msc else 32
+        self.input_multiple = backbone_stride
         self.backbone = create_backbone(backbone, backbone_stride, pretrained, pretrained_path)
         channels = backbone_channels(self.backbone)
         self.neck = MSC(channels, tuple(pool_kernels)) if msc else nn.Identity()
