@@ -263,3 +263,24 @@ def test_tiny_sweep_then_report(tmp_path, synthetic_root):
     assert (out / "data_fraction.png").stat().st_size > 10_000
     report = (out / "report.md").read_text()
     assert "5 jobs: 4 finished, 1 failed" in report
+
+
+def test_slurm_launcher_config_composes_for_multinode_ddp(tmp_path, synthetic_root):
+    from hydra import compose, initialize_config_dir
+
+    from spinectx.cli import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True, overrides=[
+            "experiment=table1", "hydra/launcher=slurm", "hydra.launcher.nodes=2", "hydra.launcher.gpus_per_node=4",
+            "hydra.launcher.tasks_per_node=4", "trainer=ddp", "trainer.num_nodes=2", "trainer.devices=4"])
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.nodes * launcher.tasks_per_node == cfg.trainer.num_nodes * cfg.trainer.devices == 8
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.sync_batchnorm
+    # and the command line prints the job config with it
+    proc = run("spinectx.cli.train", "experiment=table1", "hydra/launcher=slurm", "--cfg", "hydra", cwd=tmp_path)
+    assert "submitit" in proc.stdout
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        local = compose("train", return_hydra_config=True, overrides=["hydra/launcher=local"]).hydra.launcher
+    assert local._target_.endswith("JoblibLauncher") and local.n_jobs == 2
