@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help install demo profile zoo test test-all clean
+.PHONY: help install demo profile zoo reproduce report test test-all clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,6 +27,22 @@ profile: install  ## params/FLOPs of every paper table row beside the paper -> l
 
 zoo: install  ## train every paper table row briefly on synthetic data (~45 min) -> experiments/model_zoo/results
 	$(BIN)/python experiments/model_zoo/run.py $(ARGS)
+
+# make reproduce [SCALE=smoke|paper] [DATA_ROOT=/data/tianchi] [ARGS='hydra/launcher=slurm ...']
+SCALE  ?= smoke
+DATA_ARGS := $(if $(DATA_ROOT),data=tianchi data.root=$(DATA_ROOT),)
+comma  := ,
+FOLDS  := $(if $(filter paper,$(SCALE)),data.fold=0$(comma)1$(comma)2$(comma)3)
+SWEEP_ARGS = scale=$(SCALE) $(DATA_ARGS) $(FOLDS) $(ARGS)
+
+reproduce: install  ## the paper's ablations as sweeps (Tables 1-2, data fraction), then the report -> reports/latest
+	$(BIN)/spinectx-train --multirun experiment=table1 $(SWEEP_ARGS)
+	$(BIN)/spinectx-train --multirun experiment=table2 $(SWEEP_ARGS)
+	$(BIN)/spinectx-train --multirun experiment=data_fraction $(SWEEP_ARGS)
+	$(MAKE) report
+
+report: install  ## aggregate the three sweeps under logs/ -> reports/latest
+	$(BIN)/spinectx-report 'sweep=[logs/table1/sweep,logs/table2/sweep,logs/data_fraction/sweep]' out=reports/latest
 
 test: install  ## the test suite (fast; what CI runs)
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)

@@ -236,11 +236,11 @@ def test_ablation_experiments_compose(tmp_path, synthetic_root):
     assert (cfg.trainer.max_epochs, cfg.data.num_folds) == (3, 2)  # scale=smoke by default
 
 
-def test_tiny_sweep_then_report(tmp_path, synthetic_root):
+def test_tiny_sweep_then_report(tmp_path, synthetic_root, monkeypatch):
     """2 methods × 2 fractions × 1 fold, a few steps each, one deliberately failing extra job."""
     sweep = tmp_path / "sweep"
     common = ["logger=none", "trainer=cpu", *data_args(synthetic_root), "data.image_size=64", "trainer.max_epochs=1",
-              "+trainer.limit_train_batches=2", "overlay_studies=0", "callbacks.progress_bar=null",
+              "+trainer.limit_train_batches=2", "overlay_studies=2", "callbacks.progress_bar=null",
               f"paths.root_dir={tmp_path}", f"hydra.sweep.dir={sweep}"]
     run("spinectx.cli.train", "--multirun", "method=ccfnet_r18_msc,simplebaseline_r18_msc", "data.fraction=0.5,1.0",
         "data.fold=0", *common, cwd=tmp_path)
@@ -263,6 +263,18 @@ def test_tiny_sweep_then_report(tmp_path, synthetic_root):
     assert (out / "data_fraction.png").stat().st_size > 10_000
     report = (out / "report.md").read_text()
     assert "5 jobs: 4 finished, 1 failed" in report
+
+    # the results notebook shows the tables, the figure and overlays of this sweep
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("REPORT_DIR", str(out))
+    monkeypatch.setenv("SWEEP_DIR", str(sweep))
+    nb = nbformat.read(SRC.parent / "notebooks" / "results.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # figure + 2 overlays
+    assert any("CCF-Net" in o.get("data", {}).get("text/markdown", "") for o in outputs)
 
 
 def test_slurm_launcher_config_composes_for_multinode_ddp(tmp_path, synthetic_root):

@@ -42,7 +42,9 @@ def read_job(job_dir: Path) -> Job | None:
     if not config.is_file():
         return None
     cfg = OmegaConf.load(config)
-    model = cfg.get("model", {})
+    model = cfg.get("model")
+    if not model or "name" not in model:  # not a training job (e.g. an evaluation)
+        return None
     data = cfg.get("data", {})
     metrics, complexity, error = None, {}, None
     metrics_file = job_dir / "metrics.json"
@@ -187,10 +189,15 @@ def plot_fractions(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def build_report(sweep: str | Path, out: str | Path) -> dict:
+def build_report(sweep, out: str | Path) -> dict:
     """Write table1/table2 (.md + .csv) where the sweep has jobs for them, data_fraction (.png +
-    .csv) where it has fractions below 1, and ``report.md``; returns what was written and the counts."""
-    jobs = find_jobs(sweep)
+    .csv) where it has fractions below 1, and ``report.md``; returns what was written and the counts.
+    ``sweep``: one folder or a list of folders (e.g. the three experiments' sweep folders)."""
+    sweeps = [sweep] if isinstance(sweep, (str, Path)) else list(sweep)
+    absent = [s for s in sweeps if not Path(s).is_dir()]
+    if len(absent) == len(sweeps):
+        raise FileNotFoundError(f"sweep folder(s) not found: {', '.join(map(str, absent))}")
+    jobs = [j for s in sweeps if Path(s).is_dir() for j in find_jobs(s)]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written, sections = [], []
@@ -207,8 +214,9 @@ def build_report(sweep: str | Path, out: str | Path) -> dict:
         written += [write_csv(rows, out / "data_fraction.csv"), plot_fractions(rows, out / "data_fraction.png")]
         sections.append("### Data fraction\n\n![Score vs fraction](data_fraction.png)\n")
     failed = [j for j in jobs if j.metrics is None]
-    lines = [f"# Report of {Path(sweep)}", "", f"{len(jobs)} jobs: {len(jobs) - len(failed)} finished, {len(failed)} failed or unfinished.", ""]
+    lines = [f"# Report of {', '.join(str(s) for s in sweeps)}", "", f"{len(jobs)} jobs: {len(jobs) - len(failed)} finished, {len(failed)} failed or unfinished.", ""]
     lines += [f"- failed: `{j.path}`: {j.error}" for j in failed]
+    lines += [f"- sweep folder not found (not run yet?): `{s}`" for s in absent]
     (out / "report.md").write_text("\n".join(lines) + "\n\n" + "\n".join(sections))
     written.append(out / "report.md")
     return {"jobs": len(jobs), "finished": len(jobs) - len(failed), "failed": len(failed), "written": [str(p) for p in written]}

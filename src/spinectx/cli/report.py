@@ -1,4 +1,4 @@
-"""spinectx-report sweep=DIR out=DIR: aggregate a sweep into the paper's tables and figure."""
+"""spinectx-report sweep=DIR|[DIR,...] out=DIR: aggregate sweeps into the paper's tables and figure."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ log = logging.getLogger("spinectx.report")
 def main(cfg: DictConfig) -> None:
     from spinectx.report import build_report
 
-    summary = build_report(cfg.sweep, cfg.out)
+    sweep = cfg.sweep if isinstance(cfg.sweep, str) else [str(s) for s in cfg.sweep]
+    summary = build_report(sweep, cfg.out)
     log.info("%d jobs (%d finished, %d failed or unfinished); wrote %s", summary["jobs"], summary["finished"],
              summary["failed"], ", ".join(summary["written"]))
 
