@@ -225,6 +225,10 @@ def test_rerun_sweep_skips_finished_cells(tmp_path, synthetic_root):
     assert "already finished, skipped" in proc.stdout + proc.stderr
     assert (sweep / "fold0" / "metrics.json").stat().st_mtime_ns == before["fold0"]  # untouched
     assert "evaluation" in json.loads((sweep / "fold1" / "metrics.json").read_text())  # redone
+    # the same cells with other settings are not reused: the old results are set aside
+    run("spinectx.cli.train", *args, "+trainer.limit_val_batches=1", cwd=tmp_path)
+    assert (sweep / "fold0" / "metrics.json").stat().st_mtime_ns != before["fold0"]
+    assert len(list((sweep / "fold0").glob("stale-*/metrics.json"))) == 1
 
 
 def test_ablation_experiments_compose(tmp_path, synthetic_root):

@@ -105,6 +105,33 @@ def finished_result(run_dir: Path) -> dict | None:
     return payload if "evaluation" in payload else None
 
 
+IGNORED_IN_HASH = ("paths", "resume", "ckpt_path", "skip_finished", "logger", "callbacks", "evaluate", "overlay_studies")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Fingerprint of what a job computes (the config without paths, logging and resume keys):
+    a finished run directory is reused only for the same fingerprint."""
+    import hashlib
+    import json
+
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    for key in IGNORED_IN_HASH:
+        plain.pop(key, None)
+    return hashlib.sha1(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def set_aside_stale(run_dir: Path) -> Path:
+    """Move a finished run's results, made with another config, into ``stale-<time>/`` so the job
+    starts fresh in its directory (a sweep cell rerun after its settings changed)."""
+    stale = run_dir / f"stale-{time.strftime('%Y%m%d-%H%M%S')}"
+    stale.mkdir(parents=True, exist_ok=True)
+    for name in ("checkpoints", "metrics.json", "wandb_id", "predictions.png"):
+        if (run_dir / name).exists():
+            (run_dir / name).rename(stale / name)
+    log.warning("%s finished with another config; its results moved to %s and the job runs again", run_dir, stale)
+    return stale
+
+
 def wandb_run_id(cfg: DictConfig, run_dir: Path) -> str | None:
     """The W&B run id of this run directory: kept in ``wandb_id`` so that a resumed run logs into
     the same W&B run. None when W&B is not configured."""
@@ -151,10 +178,13 @@ def finish_wandb(loggers: list, result: dict, cfg: DictConfig | None = None) -> 
 def train(cfg: DictConfig) -> dict:
     """Run one training job from a composed config; returns the best epoch's metrics."""
     started = time.perf_counter()
+    fingerprint = config_hash(cfg)
     done = finished_result(Path(cfg.paths.output_dir))
     if done is not None and cfg.get("skip_finished", True):
-        log.info("already finished, skipped (delete %s to run it again)", cfg.paths.output_dir)
-        return done
+        if done.get("config_hash") == fingerprint:
+            log.info("already finished, skipped (delete %s to run it again)", cfg.paths.output_dir)
+            return done
+        set_aside_stale(Path(cfg.paths.output_dir))
     output_dir, ckpt_path = resolve_resume(cfg, Path(cfg.paths.output_dir))
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)  # callbacks and loggers resolve their paths from it
@@ -176,7 +206,7 @@ def train(cfg: DictConfig) -> dict:
     callbacks = build_callbacks(cfg, with_logger=bool(loggers))
     for cb in callbacks:
         if isinstance(cb, MetricsJson):
-            cb.extra["complexity"] = complexity
+            cb.extra.update(complexity=complexity, config_hash=fingerprint)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for lg in loggers:
         lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "complexity": complexity})
@@ -184,7 +214,7 @@ def train(cfg: DictConfig) -> dict:
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
 
     metrics_file = output_dir / "metrics.json"
-    result = {"complexity": complexity}
+    result = {"complexity": complexity, "config_hash": fingerprint}
     if metrics_file.is_file():
         import json
 
