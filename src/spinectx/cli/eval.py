@@ -33,7 +33,8 @@ log = logging.getLogger("spinectx.eval")
 def collect(module, dataset, batch_size: int = 8) -> dict[str, np.ndarray | list]:
     """Predictions and ground truth of every sample of ``dataset`` (evaluation transform):
     keypoints [N, K, 2] (input px), prob [N, K], truth [N, K, 2], labels [N, K], spacing [N, 2]
-    (dy, dx of the resized frame), tags (N lists of K tuples), study_uid."""
+    (dy, dx of the resized frame), tags (N lists of K tuples), study_uid; truth is NaN where not
+    annotated."""
     module.eval()
     out: dict[str, list] = {k: [] for k in ("keypoints", "prob", "truth", "labels", "spacing")}
     for start in range(0, len(dataset), batch_size):
@@ -44,7 +45,6 @@ def collect(module, dataset, batch_size: int = 8) -> dict[str, np.ndarray | list
         for key, field in (("truth", "keypoints"), ("labels", "labels"), ("spacing", "spacing")):
             out[key].append(np.stack([s[field].numpy() for s in samples]))
     arrays = {k: np.concatenate(v) for k, v in out.items()}
-    # truth is NaN where not annotated
     records = dataset.records[: len(dataset)]
     arrays["tags"] = [list(r.tags) for r in records]
     arrays["study_uid"] = [r.study_uid for r in records]

@@ -21,7 +21,6 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import hydra
 import lightning as L
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from spinectx.cli import CONF_DIR
