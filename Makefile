@@ -31,9 +31,7 @@ zoo: install  ## train every paper table row briefly on synthetic data (~45 min)
 # make reproduce [SCALE=smoke|paper] [DATA_ROOT=/data/tianchi] [ARGS='hydra/launcher=slurm ...']
 SCALE  ?= smoke
 DATA_ARGS := $(if $(DATA_ROOT),data=tianchi data.root=$(DATA_ROOT),)
-comma  := ,
-FOLDS  := $(if $(filter paper,$(SCALE)),data.fold=0$(comma)1$(comma)2$(comma)3)
-SWEEP_ARGS = scale=$(SCALE) $(DATA_ARGS) $(FOLDS) $(ARGS)
+SWEEP_ARGS = scale=$(SCALE) $(DATA_ARGS) $(ARGS)
 
 reproduce: install  ## the paper's ablations as sweeps (Tables 1-2, data fraction), then the report -> reports/latest
 	$(BIN)/spinectx-train --multirun experiment=table1 $(SWEEP_ARGS)

@@ -237,7 +237,38 @@ def test_ablation_experiments_compose(tmp_path, synthetic_root):
     assert (cfg.trainer.max_epochs, cfg.data.num_folds) == (60, 4)  # (make_cfg shrinks size and passes)
     cfg = make_cfg(tmp_path, synthetic_root, ["experiment=table1", "method=scn_r18_msc"])
     assert (cfg.model.name, cfg.model.msc, cfg.logger.wandb.group, cfg.resume) == ("scn", True, "table1", True)
-    assert (cfg.trainer.max_epochs, cfg.data.num_folds) == (3, 2)  # scale=smoke by default
+    assert (cfg.trainer.max_epochs, cfg.data.num_folds) == (4, 4)  # scale=smoke by default
+
+
+@pytest.mark.parametrize("scale, folds", [("smoke", "0"), ("paper", "0,1,2,3")])
+def test_the_scale_decides_which_folds_a_sweep_runs(scale, folds):
+    from hydra import compose, initialize_config_dir
+
+    from spinectx.cli import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=data_fraction", f"scale={scale}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert str(params["data.fold"]) == folds
+    assert params["data.fraction"] == "0.1,0.25,0.5,0.75,1.0" and len(params["method"].split(",")) == 4
+
+
+def test_an_identical_cell_of_another_sweep_is_reused(tmp_path, synthetic_root):
+    args = ["--multirun", "data.fold=0", "logger=none", "trainer=cpu", *data_args(synthetic_root), "data.image_size=64",
+            "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "overlay_studies=0", "callbacks.progress_bar=null",
+            f"paths.root_dir={tmp_path}", "hydra.sweep.dir=${paths.log_dir}/${task_name}/sweep"]
+    run("spinectx.cli.train", *args, "task_name=table", cwd=tmp_path)
+    (source,) = [d for d in (tmp_path / "logs" / "table" / "sweep").iterdir() if d.is_dir()]
+    proc = run("spinectx.cli.train", *args, "task_name=fractions", "data.fraction=1.0", cwd=tmp_path)
+    assert "its results are reused" in proc.stdout + proc.stderr
+    (cell,) = [d for d in (tmp_path / "logs" / "fractions" / "sweep").iterdir() if d.is_dir()]
+    reused = json.loads((cell / "metrics.json").read_text())
+    assert reused.pop("reused_from") == str(source)
+    assert reused == json.loads((source / "metrics.json").read_text())
+    assert not (cell / "checkpoints").exists()  # nothing was trained
+    # another setting is another cell: it trains
+    run("spinectx.cli.train", *args, "task_name=fractions", "data.fraction=0.5", cwd=tmp_path)
+    assert len([d for d in (tmp_path / "logs" / "fractions" / "sweep").iterdir() if (d / "checkpoints").is_dir()]) == 1
 
 
 def test_tiny_sweep_then_report(tmp_path, synthetic_root, monkeypatch):

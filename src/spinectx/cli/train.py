@@ -104,7 +104,8 @@ def finished_result(run_dir: Path) -> dict | None:
     return payload if "evaluation" in payload else None
 
 
-IGNORED_IN_HASH = ("paths", "resume", "ckpt_path", "skip_finished", "logger", "callbacks", "evaluate", "overlay_studies")
+IGNORED_IN_HASH = ("paths", "resume", "ckpt_path", "skip_finished", "logger", "callbacks", "evaluate", "overlay_studies",
+                   "task_name", "tags")
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -174,6 +175,34 @@ def finish_wandb(loggers: list, result: dict, cfg: DictConfig | None = None) -> 
             lg.experiment.finish()
 
 
+def identical_sweep_cell(log_dir: Path, run_dir: Path, fingerprint: str) -> Path | None:
+    """Another sweep cell under ``log_dir/<experiment>/sweep/`` that finished with the same config
+    fingerprint (e.g. the data-fraction sweep's 100 % cell is a Table 1 cell), else None."""
+    for metrics in sorted(Path(log_dir).glob("*/sweep/*/metrics.json")):
+        cell = metrics.parent
+        if cell.resolve() == run_dir.resolve():
+            continue
+        done = finished_result(cell)
+        if done is not None and done.get("config_hash") == fingerprint and "reused_from" not in done:
+            return cell
+    return None
+
+
+def reuse_cell(source: Path, run_dir: Path) -> dict:
+    """Copy a finished cell's results (``metrics.json`` + overlays) into ``run_dir``, recording
+    where they came from; the checkpoint stays in ``source``."""
+    import json
+    import shutil
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result = {**json.loads((source / "metrics.json").read_text()), "reused_from": str(source)}
+    write_json_atomic(run_dir / "metrics.json", result)
+    if (source / "predictions.png").is_file():
+        shutil.copyfile(source / "predictions.png", run_dir / "predictions.png")
+    log.info("identical to the finished cell %s: its results are reused, not recomputed", source)
+    return result
+
+
 def train(cfg: DictConfig) -> dict:
     """Run one training job from a composed config; returns the best epoch's metrics."""
     started = time.perf_counter()
@@ -184,6 +213,11 @@ def train(cfg: DictConfig) -> dict:
             log.info("already finished, skipped (delete %s to run it again)", cfg.paths.output_dir)
             return done
         set_aside_stale(Path(cfg.paths.output_dir))
+    run_dir = Path(cfg.paths.output_dir)
+    if cfg.get("skip_finished", True) and run_dir.parent.name == "sweep":
+        source = identical_sweep_cell(Path(cfg.paths.log_dir), run_dir, fingerprint)
+        if source is not None:
+            return reuse_cell(source, run_dir)
     output_dir, ckpt_path = resolve_resume(cfg, Path(cfg.paths.output_dir))
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)  # callbacks and loggers resolve their paths from it
