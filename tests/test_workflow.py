@@ -235,6 +235,14 @@ def test_ablation_experiments_compose(tmp_path, synthetic_root):
     cfg = make_cfg(tmp_path, synthetic_root, ["experiment=table2", "method=hrnet_w32", "scale=paper"])
     assert (cfg.model.name, cfg.model.backbone, cfg.model.msc) == ("hrnet", "hrnet_w32", False)
     assert (cfg.trainer.max_epochs, cfg.data.num_folds) == (60, 4)  # (make_cfg shrinks size and passes)
+    from hydra import compose, initialize_config_dir
+
+    from spinectx.cli import CONF_DIR
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        batch = {m: compose("train", overrides=["experiment=table2", f"method={m}", "scale=paper"]).data.batch_size
+                 for m in ("hrnet_w32", "simplebaseline_r50_msc", "ccfnet_r50")}
+    assert batch == {"hrnet_w32": 32, "simplebaseline_r50_msc": 12, "ccfnet_r50": 12}  # the release's batches
     cfg = make_cfg(tmp_path, synthetic_root, ["experiment=table1", "method=scn_r18_msc"])
     assert (cfg.model.name, cfg.model.msc, cfg.logger.wandb.group, cfg.resume) == ("scn", True, "table1", True)
     assert (cfg.trainer.max_epochs, cfg.data.num_folds) == (4, 4)  # scale=smoke by default

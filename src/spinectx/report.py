@@ -34,6 +34,7 @@ class Job:
     metrics: dict | None
     complexity: dict = field(default_factory=dict)
     error: str | None = None
+    reused_from: str | None = None  # an identical cell of another sweep whose results this job copied
 
 
 def read_job(job_dir: Path) -> Job | None:
@@ -46,7 +47,7 @@ def read_job(job_dir: Path) -> Job | None:
     if not model or "name" not in model:  # not a training job (e.g. an evaluation)
         return None
     data = cfg.get("data", {})
-    metrics, complexity, error = None, {}, None
+    metrics, complexity, error, reused_from = None, {}, None, None
     metrics_file = job_dir / "metrics.json"
     if metrics_file.is_file():
         payload = json.loads(metrics_file.read_text())
@@ -54,6 +55,7 @@ def read_job(job_dir: Path) -> Job | None:
         if all(k in source for k in METRIC_KEYS):
             metrics = {k: float(source[k]) for k in METRIC_KEYS}
         complexity = payload.get("complexity", {})
+        reused_from = payload.get("reused_from")
     if (job_dir / "error.txt").is_file():
         lines = (job_dir / "error.txt").read_text().strip().splitlines()
         error = lines[-1] if lines else "failed"
@@ -69,6 +71,7 @@ def read_job(job_dir: Path) -> Job | None:
         metrics=metrics,
         complexity=complexity,
         error=error,
+        reused_from=reused_from,
     )
 
 
@@ -83,6 +86,65 @@ def find_jobs(sweep: str | Path) -> list[Job]:
         if job is not None:
             jobs.append(job)
     return jobs
+
+
+def _nested(config: dict, dotted: str, default=None):
+    """``config["model"]["name"]`` for ``"model.name"``; also accepts flattened keys (``"model.name"``
+    or ``"model/name"``), as W&B may store them."""
+    for key in (dotted, dotted.replace(".", "/")):
+        if key in config:
+            return config[key]
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def wandb_jobs(project: str, groups: list[str] | None = None, api=None) -> list[Job]:
+    """Jobs from a W&B project (``entity/project``; needs network and a login): one per run of the
+    given groups (experiments), metrics from its summary (``final/*``, the held-out evaluation, else
+    ``best/*``), what ran from its config. Crashed or failed runs become failed jobs."""
+    if api is None:
+        import wandb
+
+        api = wandb.Api()
+    filters = {"group": {"$in": list(groups)}} if groups else {}
+    jobs = []
+    for run in api.runs(project, filters=filters):
+        config, summary = dict(run.config), dict(run.summary)
+        name = _nested(config, "model.name")
+        if name is None:
+            continue
+        metrics = None
+        for prefix in ("final/", "best/"):
+            if all(f"{prefix}{k}" in summary for k in METRIC_KEYS):
+                metrics = {k: float(summary[f"{prefix}{k}"]) for k in METRIC_KEYS}
+                break
+        error = None
+        if metrics is None:
+            error = f"W&B run {run.state}" if run.state in ("failed", "crashed", "killed") else f"no table metric (W&B state {run.state})"
+        jobs.append(Job(
+            path=Path(getattr(run, "url", None) or f"wandb:{run.id}"),
+            method=METHOD_OF_MODEL.get(str(name), str(name)),
+            backbone=str(_nested(config, "model.backbone")),
+            msc=bool(_nested(config, "model.msc", False)),
+            fraction=float(_nested(config, "data.fraction", 1.0)),
+            fold=int(_nested(config, "data.fold", 0)),
+            metrics=metrics,
+            complexity={k.removeprefix("complexity/"): v for k, v in summary.items() if k.startswith("complexity/")}
+            or dict(_nested(config, "complexity", {}) or {}),
+            error=error,
+        ))
+    return jobs
+
+
+def without_copies(jobs: list[Job]) -> list[Job]:
+    """Drop jobs that copied the results of another job in the list (a reused identical cell), so
+    each computed run counts once."""
+    present = {str(j.path.resolve()) for j in jobs if not str(j.path).startswith(("http", "wandb:"))}
+    return [j for j in jobs if not (j.reused_from and str(Path(j.reused_from).resolve()) in present)]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -124,8 +186,11 @@ def table_rows(jobs: list[Job], table: int) -> list[dict]:
 
 
 def _fmt(row: dict, key: str) -> str:
+    """``mean ± std`` over the cell's runs; the bare value for a single run (no spread to show)."""
     if row.get(key) is None:
         return "—"
+    if row.get("runs", 0) < 2:
+        return f"{row[key]:.2f}"
     return f"{row[key]:.2f} ± {row[f'{key}_std']:.2f}"
 
 
@@ -139,7 +204,7 @@ def table_markdown(rows: list[dict], title: str) -> str:
         status = f"{r['runs']}" + (f", {r['failed']} failed" if r["failed"] else "") + ("" if r["runs"] else f" — {r['status']}")
         lines.append(f"| {r['method']} | {r['backbone']} | {'✓' if r['msc'] else '–'} | {params} | {flops} | "
                      + " | ".join(_fmt(r, k) for k in METRIC_KEYS) + f" | {status} | {r.get('paper_Score', '')} |")
-    foot = ("\nMetrics in %, mean ± std over folds (runs = finished folds). Params/FLOPs measured from the model "
+    foot = ("\nMetrics in %, mean ± std over folds (runs = finished folds; one run: its value). Params/FLOPs measured from the model "
             "(in parentheses: the paper's, where no run finished). Paper Score for reference.\n")
     return head + "\n".join(lines) + "\n" + foot
 
@@ -154,8 +219,10 @@ def write_csv(rows: list[dict], path: Path) -> Path:
 
 
 def fraction_rows(jobs: list[Job]) -> list[dict]:
-    """Score (and the rest) per (method, backbone, MSC, fraction) over folds."""
-    keys = sorted({(j.method, j.backbone, j.msc, j.fraction) for j in jobs})
+    """Score (and the rest) per (method, backbone, MSC, fraction) over folds, for the methods that
+    have jobs on less than all the data."""
+    swept = {(j.method, j.backbone, j.msc) for j in jobs if j.fraction < 1.0}
+    keys = sorted({(j.method, j.backbone, j.msc, j.fraction) for j in jobs if (j.method, j.backbone, j.msc) in swept})
     rows = []
     for method, backbone, msc, fraction in keys:
         cell = [j for j in jobs if (j.method, j.backbone, j.msc, j.fraction) == (method, backbone, msc, fraction)]
@@ -189,15 +256,20 @@ def plot_fractions(rows: list[dict], path: Path) -> Path:
     return path
 
 
-def build_report(sweep, out: str | Path) -> dict:
+def build_report(sweep, out: str | Path, jobs: list[Job] | None = None) -> dict:
     """Write table1/table2 (.md + .csv) where the sweep has jobs for them, data_fraction (.png +
     .csv) where it has fractions below 1, and ``report.md``; returns what was written and the counts.
-    ``sweep``: one folder or a list of folders (e.g. the three experiments' sweep folders)."""
+    ``sweep``: one folder or a list of folders (e.g. the three experiments' sweep folders); or pass
+    ``jobs`` (e.g. :func:`wandb_jobs`) with ``sweep`` naming their source."""
     sweeps = [sweep] if isinstance(sweep, (str, Path)) else list(sweep)
-    absent = [s for s in sweeps if not Path(s).is_dir()]
-    if len(absent) == len(sweeps):
-        raise FileNotFoundError(f"sweep folder(s) not found: {', '.join(map(str, absent))}")
-    jobs = [j for s in sweeps if Path(s).is_dir() for j in find_jobs(s)]
+    absent, copies = [], 0
+    if jobs is None:
+        absent = [s for s in sweeps if not Path(s).is_dir()]
+        if len(absent) == len(sweeps):
+            raise FileNotFoundError(f"sweep folder(s) not found: {', '.join(map(str, absent))}")
+        found = [j for s in sweeps if Path(s).is_dir() for j in find_jobs(s)]
+        jobs = without_copies(found)
+        copies = len(found) - len(jobs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written, sections = [], []
@@ -214,7 +286,8 @@ def build_report(sweep, out: str | Path) -> dict:
         written += [write_csv(rows, out / "data_fraction.csv"), plot_fractions(rows, out / "data_fraction.png")]
         sections.append("### Data fraction\n\n![Score vs fraction](data_fraction.png)\n")
     failed = [j for j in jobs if j.metrics is None]
-    lines = [f"# Report of {', '.join(str(s) for s in sweeps)}", "", f"{len(jobs)} jobs: {len(jobs) - len(failed)} finished, {len(failed)} failed or unfinished.", ""]
+    lines = [f"# Report of {', '.join(str(s) for s in sweeps)}", "", f"{len(jobs)} jobs: {len(jobs) - len(failed)} finished, {len(failed)} failed or unfinished."
+             + (f" {copies} more cells reused the results of an identical cell of another sweep (counted once)." if copies else ""), ""]
     lines += [f"- failed: `{j.path}`: {j.error}" for j in failed]
     lines += [f"- sweep folder not found (not run yet?): `{s}`" for s in absent]
     (out / "report.md").write_text("\n".join(lines) + "\n\n" + "\n".join(sections))

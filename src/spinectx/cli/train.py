@@ -166,6 +166,8 @@ def finish_wandb(loggers: list, result: dict, cfg: DictConfig | None = None) -> 
         if isinstance(lg, WandbLogger):
             lg.experiment.summary.update({f"best/{k}": result[k] for k in METRIC_KEYS if k in result})
             lg.experiment.summary.update({f"complexity/{k}": v for k, v in result.get("complexity", {}).items()})
+            final = result.get("evaluation", {})  # the best checkpoint on the held-out fold (what reports use)
+            lg.experiment.summary.update({f"final/{k}": final[k] for k in METRIC_KEYS if k in final})
             if cfg is not None and "Score" in result:
                 c = result.get("complexity", {})
                 columns = ["method", "backbone", "msc", "fold", "params_M", "flops_G", *METRIC_KEYS]
