@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help install demo profile zoo reproduce report test test-all clean
+.PHONY: help install demo profile zoo reproduce report bench test test-all clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ reproduce: install  ## the paper's ablations as sweeps (Tables 1-2, data fractio
 
 report: install  ## aggregate the three sweeps under logs/ -> reports/latest
 	$(BIN)/spinectx-report 'sweep=[logs/table1/sweep,logs/table2/sweep,logs/data_fraction/sweep]' out=reports/latest
+
+bench: install  ## performance figures beside their references (~10 min) -> logs/bench/{bench.json,bench.md,bench_scaling.png}
+	$(BIN)/spinectx-bench $(ARGS)
 
 test: install  ## the test suite (fast; what CI runs)
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)

@@ -92,9 +92,11 @@ class SpineDataset(Dataset):
             log.warning("neighbour slice unusable (%s); using the annotated frame %s instead", reason, record.frame_path)
         return self.cache.load(record.frame_path)
 
-    def raw_sample(self, i: int) -> dict:
+    def raw_sample(self, i: int, image: np.ndarray | None = None) -> dict:
+        """Item ``i`` before the transform; ``image`` replaces the frame this dataset would load
+        (e.g. a frame decoded another way)."""
         record = self.records[i % len(self.records)]
-        image = self._load_image(record)
+        image = self._load_image(record) if image is None else image
         labels, tags = self._targets[i % len(self.records)]
         return {
             "image": image,

@@ -1,0 +1,10 @@
+"""Benchmarks behind ``make bench`` (``spinectx-bench``): each prints a figure beside its reference.
+
+- :mod:`~spinectx.bench.pipeline`: augmented training samples/s per worker (cache read + SPEC §3
+  augmentation + target encoding) vs re-decoding the DICOM with pydicom for every sample.
+- :mod:`~spinectx.bench.step`: Lightning Trainer vs a plain PyTorch loop on the same model and
+  batches; fp32 vs bf16-mixed vs bf16-mixed + channels_last; step time and peak memory vs image
+  size and batch size.
+- :mod:`~spinectx.bench.inference`: study folder → submission JSON, seconds per study.
+- :mod:`~spinectx.bench.datawait`: share of a real training step spent waiting for data.
+"""
