@@ -264,7 +264,7 @@ def test_refuses_to_wipe_foreign_content(tmp_path):
 
 def test_datasets_are_independent_objects(studies):
     s = studies[0]
-    (n0, d0), (n1, d1) = s.files[0], s.files[1]
+    (_, d0), (_, d1) = s.files[0], s.files[1]
     before = d1.SeriesDescription, d1.PatientID
     d0.SeriesDescription = "CHANGED"
     d0.PatientID = "CHANGED"

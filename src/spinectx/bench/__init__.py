@@ -6,5 +6,6 @@
   batches; fp32 vs bf16-mixed vs bf16-mixed + channels_last; step time and peak memory vs image
   size and batch size.
 - :mod:`~spinectx.bench.inference`: study folder → submission JSON, seconds per study.
-- :mod:`~spinectx.bench.datawait`: share of a real training step spent waiting for data.
+- :mod:`~spinectx.bench.probe`: a short real training run in its own process: step time, share of
+  the step spent waiting for data, peak memory.
 """
