@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import hydra
@@ -180,8 +181,6 @@ def bench_inference(cfg: DictConfig, workdir: Path) -> dict:
     ckpt = workdir / "untrained.ckpt"  # prediction speed does not depend on the weights
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
                 "pytorch-lightning_version": L.__version__}, ckpt)
-    import time
-
     start = time.perf_counter()
     loaded = load_module(ckpt, device=device)
     load_s = time.perf_counter() - start
