@@ -62,24 +62,28 @@ def overlay_grid(
     return path
 
 
-def draw_predictions(module, dataset, path: Path, n: int) -> Path | None:
-    """Predict the first ``n`` samples of ``dataset`` (evaluation transform) with ``module`` and
-    save true vs predicted landmarks to ``path``; None when there is nothing to draw."""
+def draw_predictions(module, dataset, path: Path, n: int, predicted: tuple | None = None) -> Path | None:
+    """Save true vs predicted landmarks of the first ``n`` samples of ``dataset`` (evaluation
+    transform) to ``path``; None when there is nothing to draw. ``predicted``: (keypoints [N, K, 2]
+    input px, prob [N, K]) already computed for the dataset's samples in order; else ``module``
+    predicts the ``n`` samples."""
     import torch
 
     if dataset is None or len(dataset) == 0 or n <= 0:
         return None
-    was_training = module.training
-    module.eval()
     samples = [dataset[i] for i in range(min(n, len(dataset)))]
-    image = torch.stack([s["image"] for s in samples]).to(module.device)
-    decoded = module.predict_keypoints(image)
-    module.train(was_training)
+    if predicted is None:
+        was_training = module.training
+        module.eval()
+        decoded = module.predict_keypoints(torch.stack([s["image"] for s in samples]).to(module.device))
+        module.train(was_training)
+        predicted = (decoded.keypoints.float().cpu().numpy(), decoded.prob.float().cpu().numpy())
+    keypoints, prob = predicted
     return overlay_grid(
         images=[s["image"][0].numpy() for s in samples],
         truth=[s["keypoints"].numpy() for s in samples],
-        pred=decoded.keypoints.cpu().numpy(),
-        prob=decoded.prob.cpu().numpy(),
+        pred=np.asarray(keypoints[: len(samples)]),
+        prob=np.asarray(prob[: len(samples)]),
         labels=[s["labels"].numpy() for s in samples],
         names=module.landmarks.names,
         titles=[s["study_uid"][-24:] for s in samples],

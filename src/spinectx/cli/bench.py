@@ -34,15 +34,11 @@ def _overrides(cfg: DictConfig, model: list[str], size: int, batch: int | None =
     return out
 
 
-def _compose(overrides: list[str]) -> DictConfig:
-    from hydra import compose
-
-    return compose("train", overrides=overrides)
-
-
 def _build(overrides: list[str]):
     """(datamodule after setup, LandmarkModule) of a composed training config."""
-    tc = _compose(overrides)
+    from hydra import compose
+
+    tc = compose("train", overrides=overrides)
     datamodule = hydra.utils.instantiate(tc.data, _convert_="all")
     datamodule.setup("fit")
     module = hydra.utils.instantiate(tc.model, landmarks=OmegaConf.to_container(tc.data.landmarks, resolve=True),
@@ -69,11 +65,14 @@ def bench_pipeline(cfg: DictConfig) -> dict:
     return out
 
 
-def _batches(datamodule, batch: int, count: int = 3) -> list[dict]:
+def _module_and_batches(cfg: DictConfig, spec: DictConfig, count: int = 3) -> tuple:
+    """The benchmarked module at ``spec.size`` and ``count`` fixed batches of ``spec.batch``
+    held-out samples (evaluation transform), reused by every timed step."""
     from torch.utils.data import default_collate
 
-    ds = datamodule.val_set
-    return [default_collate([ds[(i * batch + j) % len(ds)] for j in range(batch)]) for i in range(count)]
+    datamodule, module = _build(_overrides(cfg, list(cfg.model), int(spec.size), int(spec.batch)))
+    ds, batch = datamodule.val_set, int(spec.batch)
+    return module, [default_collate([ds[(i * batch + j) % len(ds)] for j in range(batch)]) for i in range(count)]
 
 
 def bench_step(cfg: DictConfig) -> dict:
@@ -83,8 +82,7 @@ def bench_step(cfg: DictConfig) -> dict:
 
     s = cfg.step
     device = _device(cfg)
-    datamodule, module = _build(_overrides(cfg, list(cfg.model), int(s.size), int(s.batch)))
-    batches = _batches(datamodule, int(s.batch))
+    module, batches = _module_and_batches(cfg, s)
     plain, light = [], []
     for _ in range(int(s.rounds)):  # alternate, so drift in machine load hits both alike
         plain += plain_loop(module, batches, int(s.steps), int(s.warmup), str(s.precision), device=device)
@@ -123,8 +121,7 @@ def bench_precision(cfg: DictConfig) -> dict:
 
     s = cfg.precision
     device = _device(cfg)
-    datamodule, module = _build(_overrides(cfg, list(cfg.model), int(s.size), int(s.batch)))
-    batches = _batches(datamodule, int(s.batch))
+    module, batches = _module_and_batches(cfg, s)
     out = {"size": int(s.size), "batch": int(s.batch), "device": device,
            "capability": torch.cuda.get_device_name(0) if device == "cuda" else torch.backends.cpu.get_cpu_capability()}
     for key, precision, cl in (("fp32", "32", False), ("fp32_channels_last", "32", True), ("bf16_mixed", "bf16", False),
@@ -216,29 +213,37 @@ def bench_scaling(cfg: DictConfig) -> dict:
     return {"points": points, **growth(points, int(s.batch), int(s.batch_size_at))}
 
 
+def _series(points: list[dict], batch: int, size_at: int) -> tuple[list[dict], list[dict]]:
+    """The scaling points along image size (at ``batch``) and along batch size (at ``size_at``)."""
+    by_size = sorted((p for p in points if p["batch_size"] == batch), key=lambda p: p["image_size"])
+    by_batch = sorted((p for p in points if p["image_size"] == size_at), key=lambda p: p["batch_size"])
+    return by_size, by_batch
+
+
+def _line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares ``y = slope · x + intercept``."""
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    den = sum((a - mx) ** 2 for a in xs)
+    slope = sum((a - mx) * (b - my) for a, b in zip(xs, ys)) / den if den else float("nan")
+    return slope, my - slope * mx
+
+
 def growth(points: list[dict], batch: int, size_at: int) -> dict:
     """How cost grows: log-log slopes of step time vs pixels per image (at ``batch``) and vs batch
     size (at ``size_at``), and a straight-line fit of peak memory vs pixels per image
     (bytes per pixel and the fixed part)."""
-    def slope(xs, ys):
-        lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
-        mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
-        den = sum((a - mx) ** 2 for a in lx)
-        return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / den if den else float("nan")
+    def exponent(xs, ys):
+        return _line([math.log(x) for x in xs], [math.log(y) for y in ys])[0]
 
-    by_size = sorted((p for p in points if p["batch_size"] == batch), key=lambda p: p["image_size"])
-    by_batch = sorted((p for p in points if p["image_size"] == size_at), key=lambda p: p["batch_size"])
+    by_size, by_batch = _series(points, batch, size_at)
     out = {}
     if len(by_size) > 1:
-        out["time_vs_pixels_exponent"] = slope([p["image_size"] ** 2 for p in by_size], [p["compute_s"] for p in by_size])
-        px = [p["image_size"] ** 2 for p in by_size]
-        mem = [p["peak_rss_bytes"] for p in by_size]
-        mx, my = sum(px) / len(px), sum(mem) / len(mem)
-        b = sum((a - mx) * (c - my) for a, c in zip(px, mem)) / sum((a - mx) ** 2 for a in px)
-        out["memory_bytes_per_pixel"] = b  # per pixel of each image, the batch held fixed
-        out["memory_fixed_bytes"] = my - b * mx
+        pixels = [p["image_size"] ** 2 for p in by_size]
+        out["time_vs_pixels_exponent"] = exponent(pixels, [p["compute_s"] for p in by_size])
+        # per pixel of each image, the batch held fixed
+        out["memory_bytes_per_pixel"], out["memory_fixed_bytes"] = _line(pixels, [p["peak_rss_bytes"] for p in by_size])
     if len(by_batch) > 1:
-        out["time_vs_batch_exponent"] = slope([p["batch_size"] for p in by_batch], [p["compute_s"] for p in by_batch])
+        out["time_vs_batch_exponent"] = exponent([p["batch_size"] for p in by_batch], [p["compute_s"] for p in by_batch])
     return out
 
 
@@ -248,9 +253,7 @@ def plot_scaling(scaling: dict, path: Path, batch: int, size_at: int) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pts = scaling["points"]
-    by_size = sorted((p for p in pts if p["batch_size"] == batch), key=lambda p: p["image_size"])
-    by_batch = sorted((p for p in pts if p["image_size"] == size_at), key=lambda p: p["batch_size"])
+    by_size, by_batch = _series(scaling["points"], batch, size_at)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, series, key, label in ((axes[0], by_size, "image_size", f"image size (px), batch {batch}"),
                                    (axes[1], by_batch, "batch_size", f"batch size, {size_at} px")):
@@ -384,12 +387,12 @@ def main(cfg: DictConfig) -> None:
                                  "platform": platform.platform(), "torch": torch.__version__,
                                  "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}
     with tempfile.TemporaryDirectory() as tmp:
+        runners = {"pipeline": bench_pipeline, "step": bench_step, "precision": bench_precision,
+                   "inference": lambda c: bench_inference(c, Path(tmp)), "scaling": bench_scaling,
+                   "data_wait": bench_data_wait}
         for section in (s for s in SECTIONS if s in cfg.sections):
             log.info("— %s", section)
-            if section == "inference":
-                results[section] = bench_inference(cfg, Path(tmp))
-            else:
-                results[section] = globals()[f"bench_{section}"](cfg)
+            results[section] = runners[section](cfg)
     rows = summary_rows(results, cfg)
     results["summary"] = rows
     (out / "bench.json").write_text(json.dumps(results, indent=2, default=str))

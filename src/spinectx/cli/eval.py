@@ -139,7 +139,8 @@ def evaluate(cfg: DictConfig) -> dict:
         writer.writeheader()
         writer.writerows(rows)
     plot_confusion(challenge, output_dir / "confusion.png")
-    draw_predictions(module, datamodule.val_set, output_dir / "overlays.png", int(cfg.overlay_studies))
+    draw_predictions(module, datamodule.val_set, output_dir / "overlays.png", int(cfg.overlay_studies),
+                     predicted=(c["keypoints"], c["prob"]))  # the predictions collected above
     result = {**{k: table[k] for k in METRIC_KEYS if k in table}, "challenge": challenge,
               "checkpoint": str(cfg.ckpt_path), "evaluated": what, "studies": len(datamodule.val_set),
               "tta": bool(module.hparams.tta), "input_size": int(size)}

@@ -43,15 +43,15 @@ def build_loggers(cfg: DictConfig) -> list:
     return [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
 
 
+RESUME_KEYS = ("resume", "ckpt_path")
+
+
 def _job_overrides(run_dir: Path) -> list[str] | None:
     """The command-line overrides a run directory was started with (without resume keys)."""
     path = run_dir / ".hydra" / "overrides.yaml"
     if not path.is_file():
         return None
     return sorted(o for o in OmegaConf.load(path) if not str(o).split("=")[0].lstrip("+~") in RESUME_KEYS)
-
-
-RESUME_KEYS = ("resume", "ckpt_path")
 
 
 def find_previous_run(output_dir: Path) -> Path | None:
@@ -205,22 +205,34 @@ def reuse_cell(source: Path, run_dir: Path) -> dict:
     return result
 
 
+def earlier_result(cfg: DictConfig, run_dir: Path, fingerprint: str) -> dict | None:
+    """With ``skip_finished``: the result this job already has — its own finished run (same
+    fingerprint), or an identical finished cell of another sweep (copied in) — else None. A
+    finished run with another fingerprint is set aside so the job runs again."""
+    if not cfg.get("skip_finished", True):
+        return None
+    done = finished_result(run_dir)
+    if done is not None:
+        if done.get("config_hash") == fingerprint:
+            log.info("already finished, skipped (delete %s to run it again)", run_dir)
+            return done
+        set_aside_stale(run_dir)
+    if run_dir.parent.name == "sweep":
+        source = identical_sweep_cell(Path(cfg.paths.log_dir), run_dir, fingerprint)
+        if source is not None:
+            return reuse_cell(source, run_dir)
+    return None
+
+
 def train(cfg: DictConfig) -> dict:
     """Run one training job from a composed config; returns the best epoch's metrics."""
     started = time.perf_counter()
     fingerprint = config_hash(cfg)
-    done = finished_result(Path(cfg.paths.output_dir))
-    if done is not None and cfg.get("skip_finished", True):
-        if done.get("config_hash") == fingerprint:
-            log.info("already finished, skipped (delete %s to run it again)", cfg.paths.output_dir)
-            return done
-        set_aside_stale(Path(cfg.paths.output_dir))
     run_dir = Path(cfg.paths.output_dir)
-    if cfg.get("skip_finished", True) and run_dir.parent.name == "sweep":
-        source = identical_sweep_cell(Path(cfg.paths.log_dir), run_dir, fingerprint)
-        if source is not None:
-            return reuse_cell(source, run_dir)
-    output_dir, ckpt_path = resolve_resume(cfg, Path(cfg.paths.output_dir))
+    done = earlier_result(cfg, run_dir, fingerprint)
+    if done is not None:
+        return done
+    output_dir, ckpt_path = resolve_resume(cfg, run_dir)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)  # callbacks and loggers resolve their paths from it
         run_id = wandb_run_id(cfg, output_dir)
