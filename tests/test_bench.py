@@ -55,7 +55,7 @@ def test_pad_study_adds_unused_series(tmp_path, synthetic_root):
     assert pad_study(study, 34) == 34 == len(list(study.glob("*.dcm")))
     after = index_study(study)
     assert len(after.series) > len(before.series)
-    assert after.inference_series().series_uid == before.inference_series().series_uid  # the same frame is predicted
+    assert after.inference_stack().series_uid == before.inference_stack().series_uid  # the same frame is predicted
 
 
 def test_bench_end_to_end_on_tiny_settings(tmp_path, synthetic_root):

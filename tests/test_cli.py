@@ -48,6 +48,31 @@ def test_data_check_reports_bad_root(tmp_path):
     assert proc.returncode != 0 and "dataset root not found" in proc.stderr + proc.stdout
 
 
+@pytest.mark.parametrize("command", ["data", "predict-missing", "predict-corrupt", "predict-ckpt", "eval"])
+def test_every_command_fails_the_same_clean_way(tmp_path, command):
+    """Bad input ends any command with '<app>: error: <file>: <problem>' and exit 2, no traceback."""
+    corrupt = tmp_path / "corrupt.dcm"
+    corrupt.write_bytes(b"\x00" * 300)
+    args, expected = {
+        "data": (["spinectx-data", f"root={tmp_path}/missing", f"out={tmp_path}/x.json"], "dataset root not found"),
+        "predict-missing": (["spinectx-predict", "ckpt_path=x.ckpt", f"input={tmp_path}/nothing"], "input not found"),
+        "predict-corrupt": (["spinectx-predict", "ckpt_path=x.ckpt", f"input={corrupt}"], "unreadable DICOM file"),
+        "predict-ckpt": (["spinectx-predict", "ckpt_path=x.ckpt", f"input={tmp_path}"], "checkpoint not found"),
+        "eval": (["spinectx-eval", f"ckpt_path={tmp_path}/none.ckpt"], "none.ckpt"),
+    }[command]
+    if command == "predict-ckpt":
+        from tests.test_dicom_robust import known_array, mr_dataset, save
+
+        save(mr_dataset(known_array()), tmp_path / "one.dcm")
+        args[-1] = f"input={tmp_path / 'one.dcm'}"
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([str(BIN / args[0]), *args[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"{args[0]}: error: " in proc.stderr and expected in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
 def test_profile_writes_the_table_beside_the_paper(tmp_path):
     import csv
 

@@ -42,16 +42,16 @@ def test_index_finds_annotated_frame_and_spacing(synthetic_root, landmarks):
 
 def test_series_grouping_plane_weighting_and_slice_order(synthetic_root):
     study = index_study(synthetic_root / "lumbar_train" / "study0")
-    kinds = sorted((s.plane, s.weighting) for s in study.series.values())
+    kinds = sorted((s.plane, s.weighting) for s in study.stacks)
     assert kinds == [("axial", "T2"), ("sagittal", "T1"), ("sagittal", "T2")]
-    for s in study.series.values():
+    for s in study.stacks:
         normal = np.cross(s.slices[0].orientation[:3], s.slices[0].orientation[3:])
         pos = [float(np.dot(normal, h.position)) for h in s.slices]
         assert pos == sorted(pos)
     # file names carry no order: slice order differs from name order in at least one series
-    by_name = [sorted(s.slices, key=lambda h: int(h.path.split("image")[-1][:-4])) for s in study.series.values()]
-    assert any([h.path for h in a] != [h.path for h in s.slices] for a, s in zip(by_name, study.series.values()))
-    assert study.inference_series().plane == "sagittal" and study.inference_series().weighting == "T2"
+    by_name = [sorted(s.slices, key=lambda h: int(h.path.split("image")[-1][:-4])) for s in study.stacks]
+    assert any([h.path for h in a] != [h.path for h in s.slices] for a, s in zip(by_name, study.stacks))
+    assert study.inference_stack().plane == "sagittal" and study.inference_stack().weighting == "T2"
 
 
 def test_plane_and_weighting_rules():
@@ -113,7 +113,9 @@ def test_unknown_class_code_is_reported_not_invented(tmp_path, landmarks):
         {"data": {"point": [{"coord": [1, 2], "tag": {"identification": "L1", "vertebra": "v9"}},
                             {"coord": [3, 4], "tag": {"identification": "L2-L3", "disc": "v3,v5"}}]}}]}]}]))
     parsed = parse_annotations(f, landmarks).studies[0]
-    assert "L1" not in parsed.points and any("v9" in p for p in parsed.problems)
+    # the location survives, the class counts as unknown (no tag invented)
+    assert parsed.points["L1"].tags == () and parsed.points["L1"].coord == (1.0, 2.0)
+    assert any("L1" in p and "v9" in p and "class unknown" in p for p in parsed.problems)
     assert parsed.points["L2-L3"].tags == ("v3", "v5") and parsed.points["L2-L3"].coord == (3.0, 4.0)
 
 

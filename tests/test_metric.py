@@ -1,3 +1,7 @@
+import json
+import logging
+import math
+
 import pytest
 import torch
 
@@ -8,7 +12,8 @@ def test_roc_auc_known_values():
     assert roc_auc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1])) == pytest.approx(0.75)
     assert roc_auc(torch.tensor([0.9, 0.8, 0.1]), torch.tensor([1, 1, 0])) == pytest.approx(1.0)
     assert roc_auc(torch.tensor([0.5, 0.5, 0.5, 0.5]), torch.tensor([0, 1, 0, 1])) == pytest.approx(0.5)  # ties
-    assert roc_auc(torch.tensor([0.2, 0.3]), torch.tensor([1, 1])) == 0.0  # one class → 0 (SPEC §4)
+    assert math.isnan(roc_auc(torch.tensor([0.2, 0.3]), torch.tensor([1, 1])))  # one class: undefined
+    assert math.isnan(roc_auc(torch.zeros(0), torch.zeros(0)))
 
 
 def test_distance_uses_row_and_column_spacing():
@@ -101,3 +106,67 @@ def test_missing_prediction_is_not_located():
              torch.tensor([[0.0, 1, 0, 1]]), torch.ones(1, 2))
     out = m.compute()
     assert float(out["L-Disc"]) == 0 and float(out["Score"]) == 0
+
+
+def test_undefined_auc_is_nan_with_a_warning_and_counts_as_zero_in_the_score(caplog):
+    m = make_metric()
+    truth = torch.zeros(2, 4, 2)
+    pred = truth.clone()
+    pred[1, 3, 0] = 10.0  # study 1's second disc: 10 mm off → not located
+    labels = torch.tensor([[1, 1, 0, 1], [1, 1, 0, 0]], dtype=torch.float)  # every vertebra abnormal
+    prob = torch.tensor([[0.9, 0.8, 0.3, 0.6], [0.7, 0.2, 0.1, 0.9]])
+    m.update(pred, prob, truth, torch.ones(2, 4, dtype=torch.bool), labels, torch.ones(2, 2))
+    with caplog.at_level(logging.WARNING, logger="spinectx.metrics"):
+        out = {k: float(v) for k, v in m.compute().items()}
+    assert out["L-Vertebra"] == 1.0 and out["L-Disc"] == pytest.approx(0.75)
+    assert math.isnan(out["C-Vertebra"])
+    # located discs: (0.3, 0) (0.6, 1) (0.1, 0) → 1.0
+    assert out["C-Disc"] == pytest.approx(1.0)
+    # SPEC §4: the undefined AUC counts as 0 in the Score: (1 + 0.75)/2 × (0 + 1)/2
+    assert out["Score"] == pytest.approx(0.4375)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "C-Vertebra" in warnings[0] and "4 abnormal, 0 normal" in warnings[0]
+    assert set(m.undefined) == {"C-Vertebra"}
+
+
+def test_group_without_annotated_landmark_is_left_out_of_the_score(caplog):
+    m = make_metric()
+    truth = torch.zeros(1, 4, 2)
+    annotated = torch.tensor([[True, True, False, False]])  # no disc annotated
+    labels = torch.tensor([[0.0, 1.0, float("nan"), float("nan")]])
+    m.update(truth.clone(), torch.tensor([[0.2, 0.7, 0.5, 0.5]]), truth, annotated, labels, torch.ones(1, 2))
+    with caplog.at_level(logging.WARNING, logger="spinectx.metrics"):
+        out = {k: float(v) for k, v in m.compute().items()}
+    assert math.isnan(out["L-Disc"]) and math.isnan(out["C-Disc"])
+    assert out["L-Vertebra"] == 1.0 and out["C-Vertebra"] == 1.0 and out["Score"] == 1.0  # the vertebrae alone
+    assert "no annotated Disc landmark" in caplog.text
+
+    empty = make_metric()  # nothing annotated at all: no Score, not 0
+    empty.update(truth, torch.zeros(1, 4), truth, torch.zeros(1, 4, dtype=torch.bool), torch.zeros(1, 4), torch.ones(1, 2))
+    assert all(math.isnan(float(v)) for v in empty.compute().values())
+    assert empty.undefined["Score"] == "no annotated landmark at all"
+
+
+def test_metrics_json_with_undefined_values_is_valid_json(tmp_path):
+    from types import SimpleNamespace
+
+    from spinectx.lit.callbacks import MetricsJson, percent
+
+    def refuse(token):
+        raise ValueError(f"invalid JSON token {token}")
+
+    cb = MetricsJson(str(tmp_path / "metrics.json"))
+    for epoch, (c_vertebra, score) in enumerate([(math.nan, math.nan), (math.nan, 0.3), (0.8, 0.6)]):
+        metrics = {"val/L-Disc": 0.5, "val/L-Vertebra": 0.6, "val/C-Disc": 0.7, "val/C-Vertebra": c_vertebra, "val/Score": score}
+        trainer = SimpleNamespace(sanity_checking=False, state=SimpleNamespace(fn="fit"), is_global_zero=True,
+                                  callback_metrics={k: torch.tensor(v) for k, v in metrics.items()},
+                                  current_epoch=epoch, global_step=10 * epoch)
+        cb.on_validation_end(trainer, None)
+        if epoch == 0:
+            assert cb.best is None and not (tmp_path / "metrics.json").exists()  # a NaN Score is never the best
+        else:
+            payload = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse)
+            assert payload["epoch"] == epoch
+    assert payload["C-Vertebra"] == pytest.approx(0.8) and payload["Score"] == pytest.approx(0.6)
+    assert payload["history"][0]["Score"] is None and payload["history"][1]["C-Vertebra"] is None
+    assert (percent(None), percent(math.nan), percent(0.1234, digits=2)) == ("n/a", "n/a", "12.34")

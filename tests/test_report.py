@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from spinectx.report import build_report, read_job, wandb_jobs, without_copies
+from spinectx.report import build_report, cell_row, read_job, table_markdown, wandb_jobs, without_copies
 
 METRICS = {"L-Disc": 0.9, "L-Vertebra": 0.8, "C-Disc": 0.7, "C-Vertebra": 0.6, "Score": 0.5}
 
@@ -91,3 +92,27 @@ def test_report_needs_a_source(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "spinectx.cli.report", f"out={tmp_path / 'out'}"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "wandb=ENTITY/PROJECT" in proc.stderr + proc.stdout
+
+
+def test_undefined_metrics_average_over_the_folds_that_define_them(tmp_path):
+    """A null metric (an undefined AUC in metrics.json) is left out of its cell's mean, never read as 0."""
+    values = [{**METRICS, "C-Vertebra": None}, {**METRICS, "C-Vertebra": 0.4}, {**METRICS, "C-Vertebra": 0.8}]
+    for fold, metrics in enumerate(values):
+        job = tmp_path / "sweep" / f"f{fold}"
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "config.yaml").write_text(
+            f"model: {{name: ccfnet, backbone: resnet18, msc: true}}\ndata: {{fold: {fold}, fraction: 1.0}}\n")
+        (job / "metrics.json").write_text(json.dumps({"evaluation": metrics}))
+    jobs = [read_job(tmp_path / "sweep" / f"f{i}") for i in range(3)]
+    assert all(j.error is None for j in jobs) and math.isnan(jobs[0].metrics["C-Vertebra"])
+    build_report(tmp_path / "sweep", tmp_path / "out")
+    row = next(r for r in csv.DictReader((tmp_path / "out" / "table1.csv").open()) if r["method"] == "CCF-Net" and r["msc"] == "True")
+    assert row["runs"] == "3" and float(row["C-Vertebra"]) == pytest.approx(60.0) and row["C-Vertebra_n"] == "2"
+    assert float(row["C-Disc"]) == pytest.approx(70.0) and "C-Disc_n" not in row  # defined in every fold
+    assert "60.00 ± 28.28 (2/3)" in (tmp_path / "out" / "table1.md").read_text()
+
+    for job in jobs:  # undefined in every fold: n/a, not 0
+        job.metrics["C-Vertebra"] = float("nan")
+    row = cell_row(jobs, None, "CCF-Net", "resnet18", True)
+    assert row["C-Vertebra"] is None and row["runs"] == 3
+    assert "| n/a |" in table_markdown([row], "t")

@@ -272,3 +272,90 @@ def test_score_reports_missing_files(tmp_path, landmarks):
     (tmp_path / "pred.json").write_text("[]")
     with pytest.raises(DataError, match="images: image folder not found"):
         score_submission(tmp_path / "pred.json", gt, tmp_path / "images", landmarks)
+
+
+def _strict_json(path: Path):
+    """json.loads that refuses the non-standard tokens NaN / Infinity."""
+
+    def refuse(token):
+        raise ValueError(f"invalid JSON token {token}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def _score_cli(tmp_path, pred, gt, images, out):
+    return subprocess.run(
+        [sys.executable, "-m", "spinectx.cli.score", f"pred={pred}", f"gt={gt}", f"images={images}", f"out={out}"],
+        cwd=tmp_path, env=_cli_env(), capture_output=True, text=True, timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def scored_pair(tmp_path_factory, landmarks):
+    """Two generated studies with their ground truth, and a perfect submission for them."""
+    from spinectx.data.records import build_index
+    from spinectx.data.synthetic import generate_dataset
+
+    root = tmp_path_factory.mktemp("score_pair")
+    gt_file = generate_dataset(root / "ds", studies=2, seed=5)
+    records = build_index(root / "ds", ["lumbar_train"], landmarks).records
+    preds = [StudyPrediction(r.study_uid, r.series_uid, r.instance_uid, r.keypoints.astype(np.float64),
+                             np.array([landmarks.encode_tags(n, r.tags[j])[0] for j, n in enumerate(landmarks.names)]))
+             for r in records]
+    pred_file = write_submission(root / "pred.json", preds, landmarks)
+    return root / "ds", gt_file, pred_file
+
+
+def test_score_refuses_a_ground_truth_without_landmarks(tmp_path, scored_pair):
+    images, gt_file, pred_file = scored_pair
+    gt = json.loads(gt_file.read_text())
+    for entry in gt:
+        entry["data"][0]["annotation"] = []
+    empty = tmp_path / "empty_gt.json"
+    empty.write_text(json.dumps(gt))
+    out = tmp_path / "score.json"
+    proc = _score_cli(tmp_path, pred_file, empty, images, out)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "spinectx-score: error:" in proc.stderr and "nothing to score: no annotated ground-truth landmark" in proc.stderr
+    assert "2 ground-truth studies" in proc.stderr and "0 of them scorable" in proc.stderr
+    assert "no usable landmark" in proc.stderr  # why they are not scorable
+    assert not out.exists()
+
+
+def test_score_refuses_predictions_for_other_studies(tmp_path, scored_pair, landmarks):
+    images, gt_file, _ = scored_pair
+    k = len(landmarks)
+    other = write_submission(tmp_path / "other.json",
+                             [StudyPrediction("9.9.9", "9.9.9.1", "9.9.9.1.1", np.zeros((k, 2)), np.full(k, 0.5))], landmarks)
+    out = tmp_path / "score.json"
+    proc = _score_cli(tmp_path, other, gt_file, images, out)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    err = proc.stderr
+    assert "nothing to score: no prediction for any scored ground-truth study" in err and str(other) in err
+    assert "2 ground-truth studies" in err and "1 predicted studies" in err and "0 in common" in err
+    assert not out.exists()
+
+
+def test_score_writes_null_with_a_reason_for_an_undefined_auc(tmp_path, scored_pair, landmarks, capsys):
+    from spinectx.cli.score import print_report, score_submission
+    from spinectx.data.submission import write_json_atomic
+
+    images, gt_file, pred_file = scored_pair
+    gt = json.loads(gt_file.read_text())
+    for entry in gt:  # every vertebra abnormal: C-Vertebra is undefined
+        for p in entry["data"][0]["annotation"][0]["data"]["point"]:
+            if "vertebra" in p["tag"]:
+                p["tag"]["vertebra"] = "v2"
+    one_class = tmp_path / "one_class.json"
+    one_class.write_text(json.dumps(gt))
+    report = score_submission(pred_file, one_class, images, landmarks)
+    assert report["C-Vertebra"] is None and "fewer than two classes" in report["undefined"]["C-Vertebra"]
+    assert report["L-Vertebra"] == 1.0 and report["L-Disc"] == 1.0 and report["C-Disc"] == 1.0  # perfect prediction
+    assert report["Score"] == pytest.approx(1.0 * (0.0 + 1.0) / 2)  # SPEC §4: the undefined AUC counts as 0
+    out = tmp_path / "score.json"
+    write_json_atomic(out, report, indent=2)  # what the CLI writes
+    written = _strict_json(out)
+    assert written["C-Vertebra"] is None and written["undefined"] == report["undefined"]
+    print_report(report, landmarks)
+    shown = capsys.readouterr().out
+    assert "n/a" in shown and "C-Vertebra n/a: the" in shown

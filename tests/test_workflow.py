@@ -12,8 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import spinectx
 from spinectx.cli.train import train
@@ -125,7 +127,7 @@ def test_predict_writes_a_submission_that_scores(tmp_path, synthetic_root, train
     instance = one["data"][0]["instanceUid"]
     from spinectx.data.study import index_study
 
-    series = index_study(study).inference_series()
+    series = index_study(study).inference_stack()
     (tmp_path / "series").mkdir()
     for h in series.slices:
         (tmp_path / "series" / Path(h.path).name).symlink_to(h.path)
@@ -160,16 +162,106 @@ def test_killed_run_resumes_where_it_stopped_with_the_same_wandb_run(tmp_path, s
     first.wait()
     (run_dir,) = runs.iterdir()
     killed_at = json.loads((run_dir / "metrics.json").read_text())["history"]
-    assert [h["epoch"] for h in killed_at] == [0]
+    done = stored_epoch(run_dir / "checkpoints" / "last.ckpt")  # last.ckpt follows every epoch
+    assert done in (0, 1) and [h["epoch"] for h in killed_at][: done + 1] == list(range(done + 1))
     time.sleep(1.1)  # the next run directory gets another timestamp
 
     run("spinectx.cli.train", *args, "resume=true", cwd=tmp_path, WANDB_MODE="offline")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert [h["epoch"] for h in metrics["history"]] == [0, 1, 2]  # the epoch count went on
-    assert metrics["history"][0] == killed_at[0]
+    assert metrics["history"][: done + 1] == killed_at[: done + 1]
     run_id = (run_dir / "wandb_id").read_text().strip()
     offline_runs = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline_runs) == 2 and all(p.name.endswith(run_id) for p in offline_runs)
+
+
+def stored_epoch(ckpt: Path) -> int | None:
+    """The epoch a Lightning checkpoint was saved in (None while it does not exist or is being
+    replaced)."""
+    try:
+        return int(torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)["epoch"])
+    except (OSError, RuntimeError, EOFError, KeyError, ValueError):
+        return None
+
+
+def csv_epochs(run_dir: Path) -> list[list[int]]:
+    """The training epochs each process wrote to ``csv/version_*/metrics.csv`` (CSVLogger, one
+    version per process; a killed process may not have flushed its rows)."""
+    versions = sorted((run_dir / "csv").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+    epochs = []
+    for version in versions:
+        rows = list(csv.DictReader((version / "metrics.csv").open())) if (version / "metrics.csv").is_file() else []
+        epochs.append([int(r["epoch"]) for r in rows if r.get("train/loss_epoch")])
+    return epochs
+
+
+def test_killed_run_whose_score_does_not_improve_resumes_at_the_next_epoch(tmp_path, synthetic_root):
+    """No learning (lr 0), validated every epoch: the Score never improves after epoch 0. SIGKILL
+    after epoch k >= 1 finished; with ``resume=true`` training goes on at epoch k + 1 (last.ckpt is
+    written after every training epoch, not only when the Score improves): the finished epochs are
+    not trained again, the history goes on, and the total is max_epochs."""
+    epochs = 4
+    args = ["logger=csv", "trainer=cpu", *data_args(synthetic_root), "data.image_size=64", "data.batch_size=2",
+            "data.num_rep=1", f"trainer.max_epochs={epochs}", "trainer.check_val_every_n_epoch=1",
+            "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1", "model.optimizer.lr=0",
+            "model.scheduler.eta_min=0", "overlay_studies=0", "callbacks.progress_bar=null", "evaluate=false",
+            f"paths.root_dir={tmp_path}"]
+    first = subprocess.Popen(module_cmd("spinectx.cli.train", *args), cwd=tmp_path, env=env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = tmp_path / "logs" / "train" / "runs"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        assert first.poll() is None, "training ended before it could be killed"
+        ckpts = list(runs.glob("*/checkpoints/last.ckpt"))
+        if ckpts and (stored_epoch(ckpts[0]) or 0) >= 1:
+            break
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    (run_dir,) = runs.iterdir()
+    done = stored_epoch(run_dir / "checkpoints" / "last.ckpt")
+    assert 1 <= done < epochs - 1, f"killed after epoch {done}"
+    killed_at = json.loads((run_dir / "metrics.json").read_text())["history"]
+    time.sleep(1.1)  # the next run directory gets another timestamp
+
+    run("spinectx.cli.train", *args, "resume=true", cwd=tmp_path)
+    assert csv_epochs(run_dir)[-1] == list(range(done + 1, epochs))  # the resumed process: only the rest
+    assert stored_epoch(run_dir / "checkpoints" / "last.ckpt") == epochs - 1
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epoch"] == 0 and [h["epoch"] for h in metrics["history"]] == list(range(epochs))
+    assert metrics["history"][: done + 1] == killed_at[: done + 1]  # the history went on
+    (best,) = (run_dir / "checkpoints").glob("epoch*.ckpt")  # the monitored checkpoint: epoch 0 only
+    assert best.name.startswith("epoch000-")
+
+
+class StopAtEpoch(L.Callback):
+    """Crash (as a kill would) when epoch ``epoch`` starts."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError(f"stopped at the start of epoch {self.epoch}")
+
+
+def test_run_validated_only_at_the_end_resumes_at_the_epoch_after_a_crash(tmp_path, synthetic_root):
+    """Validation only after the last epoch (as the demo and smoke schedules): a run that dies as
+    epoch 2 starts has left last.ckpt of epoch 1 (before, only the end of fit wrote one), and
+    ``resume=true`` trains epochs 2-3 only. In-process, with a crash instead of a kill: the files
+    left behind are the same."""
+    common = ["logger=csv", "trainer.max_epochs=4", "trainer.check_val_every_n_epoch=4", "+trainer.limit_train_batches=2",
+              "+trainer.limit_val_batches=1", "evaluate=false", "overlay_studies=0"]
+    crash = make_cfg(tmp_path, synthetic_root, [*common, "+callbacks.stop._target_=test_workflow.StopAtEpoch",
+                                                "+callbacks.stop.epoch=2"])
+    with pytest.raises(RuntimeError, match="start of epoch 2"):
+        train(crash)
+    run_dir = Path(crash.paths.output_dir)
+    assert stored_epoch(run_dir / "checkpoints" / "last.ckpt") == 1 and not (run_dir / "metrics.json").exists()
+    train(make_cfg(tmp_path, synthetic_root, [*common, "resume=true"]))
+    assert csv_epochs(run_dir) == [[0, 1], [2, 3]]  # each process: its own epochs
+    assert stored_epoch(run_dir / "checkpoints" / "last.ckpt") == 3
+    assert [h["epoch"] for h in json.loads((run_dir / "metrics.json").read_text())["history"]] == [3]
 
 
 def test_same_seed_same_metrics(tmp_path, synthetic_root):
@@ -262,21 +354,116 @@ def test_the_scale_decides_which_folds_a_sweep_runs(scale, folds):
 
 
 def test_an_identical_cell_of_another_sweep_is_reused(tmp_path, synthetic_root):
-    args = ["--multirun", "data.fold=0", "logger=none", "trainer=cpu", *data_args(synthetic_root), "data.image_size=64",
-            "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "overlay_studies=0", "callbacks.progress_bar=null",
-            f"paths.root_dir={tmp_path}", "hydra.sweep.dir=${paths.log_dir}/${task_name}/sweep"]
-    run("spinectx.cli.train", *args, "task_name=table", cwd=tmp_path)
-    (source,) = [d for d in (tmp_path / "logs" / "table" / "sweep").iterdir() if d.is_dir()]
-    proc = run("spinectx.cli.train", *args, "task_name=fractions", "data.fraction=1.0", cwd=tmp_path)
+    """The data-fraction sweep's 100 % cell reuses the finished Table 1 cell, also with the data root
+    (an absolute path, as ``make reproduce DATA_ROOT=...`` passes it) on the command line."""
+    args = ["--multirun", "method=ccfnet_r18_msc", "logger=none", "trainer=cpu", *data_args(synthetic_root),
+            "data.image_size=64", "data.num_rep=1", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+            "overlay_studies=0", "callbacks.progress_bar=null", f"paths.root_dir={tmp_path}"]
+    run("spinectx.cli.train", *args, "experiment=table1", cwd=tmp_path)
+    (source,) = [d for d in (tmp_path / "logs" / "table1" / "sweep").iterdir() if d.is_dir()]
+    assert f"data.root={synthetic_root}" in OmegaConf.load(source / ".hydra" / "overrides.yaml")  # one folder per cell
+    proc = run("spinectx.cli.train", *args, "experiment=data_fraction", "data.fraction=1.0", cwd=tmp_path)
     assert "its results are reused" in proc.stdout + proc.stderr
-    (cell,) = [d for d in (tmp_path / "logs" / "fractions" / "sweep").iterdir() if d.is_dir()]
+    (cell,) = [d for d in (tmp_path / "logs" / "data_fraction" / "sweep").iterdir() if d.is_dir()]
     reused = json.loads((cell / "metrics.json").read_text())
     assert reused.pop("reused_from") == str(source)
     assert reused == json.loads((source / "metrics.json").read_text())
     assert not (cell / "checkpoints").exists()  # nothing was trained
     # another setting is another cell: it trains
-    run("spinectx.cli.train", *args, "task_name=fractions", "data.fraction=0.5", cwd=tmp_path)
-    assert len([d for d in (tmp_path / "logs" / "fractions" / "sweep").iterdir() if (d / "checkpoints").is_dir()]) == 1
+    run("spinectx.cli.train", *args, "experiment=data_fraction", "data.fraction=0.5", cwd=tmp_path)
+    cells = [d for d in (tmp_path / "logs" / "data_fraction" / "sweep").iterdir() if d.is_dir()]
+    assert len(cells) == 2 and len([d for d in cells if (d / "checkpoints").is_dir()]) == 1
+
+
+# the ~13 ordinary overrides of a narrowed sweep; joined they pass the 255 bytes of a file name
+MANY_OVERRIDES = ["data.augment.p=0.3", "data.augment.rotate=10.0", "data.augment.flip=0.5", "data.augment.intensity=0.3",
+                  "data.augment.bias_field_coef=0.2", "data.augment.neighbour_p=0.2", "data.num_rep=1", "data.seed=0",
+                  "trainer.log_every_n_steps=1", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+                  "+trainer.limit_val_batches=1", "seed=7"]
+
+
+def test_job_dirname_is_a_bounded_safe_folder_name(tmp_path):
+    import hashlib
+    import re
+
+    from spinectx.cli import JOB_DIRNAME_MAX, job_dirname
+
+    for short in ("data.fold=0,method=ccfnet_r18_msc", "+trainer.limit_train_batches=2,data.fraction=0.5"):
+        assert job_dirname(short) == short  # the folders of earlier sweeps keep their names
+    long = ",".join(sorted([*MANY_OVERRIDES, "data.fold=0", "data.root=/data/challenge/tianchi", "experiment=table1",
+                            "method=ccfnet_r18_msc"]))
+    assert len(long) > 255
+    name = job_dirname(long)
+    assert name == job_dirname(long) and len(name.encode()) <= JOB_DIRNAME_MAX <= 120
+    assert name.endswith("-" + hashlib.sha1(long.encode()).hexdigest()[:12]) and "/" not in name
+    assert re.fullmatch(r"[A-Za-z0-9_+~@,=-][A-Za-z0-9._+~@,=-]*", name)
+    assert "method=ccfnet_r18_msc" in name and "data.fold=0" in name  # short items stay readable
+    # a path: '/' replaced, a hash added (an earlier name could not have had it: it nested folders)
+    assert job_dirname("data.root=/a/b,method=x") == "data.root=_a_b,method=x-" + hashlib.sha1(
+        b"data.root=/a/b,method=x").hexdigest()[:12]
+    # distinct overrides, distinct names; each one a single folder the file system takes
+    variants = [long.replace("tianchi", f"tianchi{i}") for i in range(300)] + [
+        f"a=/{i}" for i in range(300)] + ["x=" + "y" * n for n in range(100, 400)] + ["", "tags=[a,b]", "../..", "x=a b"]
+    names = [job_dirname(v) for v in variants]
+    assert len(set(names)) == len(variants) and job_dirname("") == "no-overrides"
+    for n in names:
+        assert 0 < len(n.encode()) <= JOB_DIRNAME_MAX and n not in (".", "..")
+        (tmp_path / n).mkdir()
+    assert len([d for d in tmp_path.iterdir() if d.is_dir()]) == len(variants)
+
+
+@pytest.mark.parametrize("experiment", ["table1", "table2", "data_fraction"])
+@pytest.mark.parametrize("launcher", ["basic", "local", "slurm"])
+def test_every_sweep_experiment_names_its_cells_with_job_dirname(experiment, launcher):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from spinectx.cli import CONF_DIR, job_dirname
+
+    overrides = [f"experiment={experiment}", "method=ccfnet_r18_msc", "data=tianchi", "data.root=/data/tianchi",
+                 "data.fold=0", *MANY_OVERRIDES]
+    if launcher != "basic":
+        overrides.append(f"hydra/launcher={launcher}")
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True, overrides=overrides)
+    HydraConfig.instance().set_config(cfg)  # what Hydra does before it names the job folder
+    try:
+        subdir = OmegaConf.select(cfg, "hydra.sweep.subdir")
+        sweep_dir = OmegaConf.select(cfg, "hydra.sweep.dir")
+    finally:
+        HydraConfig.instance().cfg = None
+    assert subdir == job_dirname(cfg.hydra.job.override_dirname) and "/" not in subdir and len(subdir) <= 120
+    assert "data.root=/data/tianchi" in cfg.hydra.job.override_dirname  # a path: the name gets a hash
+    assert subdir.startswith("data.fold=0,") and subdir[-13] == "-" and int(subdir[-12:], 16) >= 0
+    assert sweep_dir.endswith(f"/{experiment}/sweep")
+
+
+def test_a_sweep_with_many_overrides_and_a_path_writes_flat_cells_and_a_rerun_skips_them(tmp_path, synthetic_root):
+    """The README's 'narrow any axis' with 13 ordinary overrides and absolute paths (data root,
+    root dir): once a ``File name too long`` before any job ran. Now every cell is one folder of the
+    sweep, its full overrides in ``.hydra/overrides.yaml``; a rerun (here through the joblib
+    launcher, whose workers need the resolver too) skips the finished cells."""
+    args = ["--multirun", "experiment=table1", "method=ccfnet_r18_msc,simplebaseline_r18_msc", "logger=none",
+            "trainer=cpu", *data_args(synthetic_root), "data.image_size=64", *MANY_OVERRIDES, "overlay_studies=0",
+            "callbacks.progress_bar=null", f"paths.root_dir={tmp_path}"]
+    run("spinectx.cli.train", *args, cwd=tmp_path)
+    sweep = tmp_path / "logs" / "table1" / "sweep"
+    cells = sorted(d for d in sweep.iterdir() if d.is_dir())
+    assert len(cells) == 2
+    for cell in cells:
+        assert len(cell.name.encode()) <= 120 and "evaluation" in json.loads((cell / "metrics.json").read_text())
+        overrides = [str(o) for o in OmegaConf.load(cell / ".hydra" / "overrides.yaml")]
+        assert f"data.root={synthetic_root}" in overrides and len(overrides) >= 13 + 7
+    finished = {c.name: (c / "metrics.json").stat().st_mtime_ns for c in cells}
+    run("spinectx.cli.train", *args, "hydra/launcher=local", "hydra.launcher.n_jobs=1", cwd=tmp_path)
+    assert sorted(d.name for d in sweep.iterdir() if d.is_dir()) == sorted(finished)
+    assert {c.name: (c / "metrics.json").stat().st_mtime_ns for c in cells} == finished  # skipped, not rerun
+    assert all("already finished, skipped" in (c / "train.log").read_text() for c in cells)
+    from spinectx.report import find_jobs  # and the report finds both cells
+
+    jobs = find_jobs(sweep)
+    assert sorted(j.method for j in jobs) == ["CCF-Net", "SimpleBaseline"] and all(j.metrics for j in jobs)
 
 
 def test_tiny_sweep_then_report(tmp_path, synthetic_root, monkeypatch):

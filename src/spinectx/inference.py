@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from spinectx.data.cache import normalise_intensity
-from spinectx.data.dicom import read_frame, read_header
+from spinectx.data.dicom import FrameRef, read_frame, read_headers
 from spinectx.data.errors import DataError
-from spinectx.data.study import StudyIndex, index_study
+from spinectx.data.study import Stack, StudyIndex, group_stacks, index_study, plane_of
 from spinectx.data.submission import StudyPrediction
 from spinectx.data.transforms import resize_image
 
@@ -53,43 +53,87 @@ def input_to_frame(keypoints: np.ndarray, frame_hw: tuple[int, int], size: int) 
 
 @dataclass
 class Target:
-    """One frame to predict: its file, the UIDs to write, and its slice index in the series."""
+    """One image to predict: its file (and frame of a multi-frame file), the UIDs to write, and
+    its ``z_index`` — the frame number for a multi-frame file, else the slice index in its stack
+    (what a submission's ``zIndex`` holds)."""
 
     path: str
     study_uid: str
     series_uid: str
     instance_uid: str
     z_index: int | None
+    frame: int | None = None
+
+    @property
+    def ref(self) -> FrameRef:
+        return FrameRef(self.path, self.frame)
+
+
+def _target(stack: Stack, z: int) -> Target:
+    h = stack.slices[z]
+    return Target(h.path, h.study_uid, h.series_uid, h.instance_uid, h.frame if h.frame is not None else z, h.frame)
 
 
 def target_of_study(index: StudyIndex) -> Target:
-    """The T2 sagittal series' middle slice (any sagittal series when there is no T2)."""
-    series = index.inference_series()
-    z = len(series.slices) // 2
-    h = series.slices[z]
-    return Target(h.path, h.study_uid, h.series_uid, h.instance_uid, z)
+    """The middle slice of the T2 sagittal stack (any sagittal stack when there is no T2); a
+    series holding several stacks is judged stack by stack."""
+    stack = index.inference_stack()
+    return _target(stack, len(stack.slices) // 2)
+
+
+def target_of_file(path: Path) -> tuple[Target, list[str]]:
+    """The image of one DICOM file: the file itself when it holds one frame; for a multi-frame
+    file, the middle frame of its (T2) sagittal stack — never silently frame 0.
+
+    Raises:
+        DataError: unreadable file, or a multi-frame file without sagittal frames.
+    """
+    headers = read_headers(path)
+    if len(headers) == 1:
+        h = headers[0]
+        problems = []
+        if plane_of(h.orientation) not in ("sagittal", "unknown"):
+            problems.append(f"{path}: a {plane_of(h.orientation)} image, predicted as given (the models are trained on sagittal frames)")
+        return Target(str(path), h.study_uid, h.series_uid, h.instance_uid, None), problems
+    index = StudyIndex(folder=str(path), study_uid=headers[0].study_uid, stacks=group_stacks(headers))
+    target = target_of_study(index)
+    return target, [f"{path}: multi-frame file of {len(headers)} frames; frame {target.frame} (the middle of its "
+                    f"sagittal stack) is predicted"]
 
 
 def find_targets(input_path: str | Path) -> tuple[list[Target], list[str]]:
-    """Frames to predict under ``input_path`` → (targets, problems).
+    """Images to predict under ``input_path`` → (targets, problems).
 
     Accepts a folder of study folders (the challenge layout, e.g. ``lumbar_testA50/``), one
     study folder, one series folder (any folder whose files are DICOM), or one DICOM file.
-    Studies that cannot be used are skipped and listed in ``problems``.
+    Studies that cannot be used are skipped and listed in ``problems``. A study found in two
+    folders is predicted once, from the first folder in sorted order (the duplicates rule of
+    :func:`~spinectx.data.records.register_study`); the other is listed.
     """
     path = Path(input_path)
     if not path.exists():
         raise DataError(path, "input not found")
     if path.is_file():
-        h = read_header(path)
-        return [Target(str(path), h.study_uid, h.series_uid, h.instance_uid, None)], []
+        target, problems = target_of_file(path)
+        return [target], problems
     subfolders = sorted(p for p in path.iterdir() if p.is_dir())
     folders = subfolders if subfolders else [path]
     targets, problems = [], []
+    first_folder: dict[str, str] = {}
     for folder in folders:
         try:
             index = index_study(folder)
-            problems.extend(index.problems)
+        except DataError as exc:
+            problems.append(str(exc))
+            log.warning("skipping %s", exc)
+            continue
+        if index.study_uid in first_folder:
+            problems.append(f"{folder}: holds study {index.study_uid} again (first found in {first_folder[index.study_uid]}); "
+                            "the first folder counts, this one is not predicted")
+            continue
+        first_folder[index.study_uid] = str(folder)
+        problems.extend(index.problems)
+        try:
             targets.append(target_of_study(index))
         except DataError as exc:
             problems.append(str(exc))
@@ -110,7 +154,7 @@ def predict_targets(module, targets: list[Target], batch_size: int = 8,
         chunk, images, shapes = [], [], []
         for t in targets[start:start + batch_size]:
             try:
-                frame = read_frame(t.path)
+                frame = read_frame(t.ref)
             except DataError as exc:
                 problems.append(f"{exc}; study {t.study_uid} not predicted")
                 continue

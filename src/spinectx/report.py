@@ -23,7 +23,8 @@ from spinectx.reference import METHOD_OF_MODEL, PaperRow, paper_rows
 
 @dataclass
 class Job:
-    """One job directory: what ran and how it ended (``metrics`` in [0, 1], None when it failed)."""
+    """One job directory: what ran and how it ended (``metrics`` in [0, 1], NaN for an undefined
+    one such as a one-class AUC; None when the job failed)."""
 
     path: Path
     method: str
@@ -35,6 +36,11 @@ class Job:
     complexity: dict = field(default_factory=dict)
     error: str | None = None
     reused_from: str | None = None  # an identical cell of another sweep whose results this job copied
+
+
+def _metric_value(value) -> float:
+    """A metric as read from JSON or W&B: a number, or NaN for an undefined one (null / NaN)."""
+    return math.nan if value is None else float(value)
 
 
 def read_job(job_dir: Path) -> Job | None:
@@ -53,7 +59,7 @@ def read_job(job_dir: Path) -> Job | None:
         payload = json.loads(metrics_file.read_text())
         source = payload.get("evaluation") or payload
         if all(k in source for k in METRIC_KEYS):
-            metrics = {k: float(source[k]) for k in METRIC_KEYS}
+            metrics = {k: _metric_value(source[k]) for k in METRIC_KEYS}
         complexity = payload.get("complexity", {})
         reused_from = payload.get("reused_from")
     if (job_dir / "error.txt").is_file():
@@ -120,7 +126,7 @@ def wandb_jobs(project: str, groups: list[str] | None = None, api=None) -> list[
         metrics = None
         for prefix in ("final/", "best/"):
             if all(f"{prefix}{k}" in summary for k in METRIC_KEYS):
-                metrics = {k: float(summary[f"{prefix}{k}"]) for k in METRIC_KEYS}
+                metrics = {k: _metric_value(summary[f"{prefix}{k}"]) for k in METRIC_KEYS}
                 break
         error = None
         if metrics is None:
@@ -165,10 +171,13 @@ def cell_row(jobs: list[Job], ref: PaperRow | None, method: str, backbone: str, 
     row["params_M"] = complexity.get("params_M")
     row["flops_G"] = complexity.get("flops_G")
     for k in METRIC_KEYS:
-        if done:
-            row[k], row[f"{k}_std"] = mean_std([100 * j.metrics[k] for j in done])
+        defined = [100 * j.metrics[k] for j in done if math.isfinite(j.metrics[k])]
+        if defined:
+            row[k], row[f"{k}_std"] = mean_std(defined)
         else:
             row[k] = row[f"{k}_std"] = None
+        if len(defined) < len(done):  # undefined in some folds: mean ± std over the others
+            row[f"{k}_n"] = len(defined)
     if ref is not None:
         row["paper_params_M"], row["paper_flops_G"] = ref.complexity()
         row.update({f"paper_{k}": v for k, v in ref.metrics.items()})
@@ -186,12 +195,15 @@ def table_rows(jobs: list[Job], table: int) -> list[dict]:
 
 
 def _fmt(row: dict, key: str) -> str:
-    """``mean ± std`` over the cell's runs; the bare value for a single run (no spread to show)."""
+    """``mean ± std`` over the cell's runs where the metric is defined; the bare value for a single
+    one (no spread to show); ``n/a`` when it is undefined in every run, ``—`` without runs.
+    ``(n/m)`` follows when it is defined in only n of the m runs."""
+    runs = row.get("runs", 0)
     if row.get(key) is None:
-        return "—"
-    if row.get("runs", 0) < 2:
-        return f"{row[key]:.2f}"
-    return f"{row[key]:.2f} ± {row[f'{key}_std']:.2f}"
+        return "n/a" if runs else "—"
+    defined = row.get(f"{key}_n", runs)
+    text = f"{row[key]:.2f}" if defined < 2 else f"{row[key]:.2f} ± {row[f'{key}_std']:.2f}"
+    return text + (f" ({defined}/{runs})" if defined < runs else "")
 
 
 def table_markdown(rows: list[dict], title: str) -> str:
@@ -204,8 +216,9 @@ def table_markdown(rows: list[dict], title: str) -> str:
         status = f"{r['runs']}" + (f", {r['failed']} failed" if r["failed"] else "") + ("" if r["runs"] else f" — {r['status']}")
         lines.append(f"| {r['method']} | {r['backbone']} | {'✓' if r['msc'] else '–'} | {params} | {flops} | "
                      + " | ".join(_fmt(r, k) for k in METRIC_KEYS) + f" | {status} | {r.get('paper_Score', '')} |")
-    foot = ("\nMetrics in %, mean ± std over folds (runs = finished folds; one run: its value). Params/FLOPs measured from the model "
-            "(in parentheses: the paper's, where no run finished). Paper Score for reference.\n")
+    foot = ("\nMetrics in %, mean ± std over folds (runs = finished folds; one run: its value). n/a: undefined (an AUC over "
+            "located landmarks of one class); (n/m): defined in n of m folds, mean over those. Params/FLOPs measured from the "
+            "model (in parentheses: the paper's, where no run finished). Paper Score for reference.\n")
     return head + "\n".join(lines) + "\n" + foot
 
 

@@ -24,14 +24,14 @@ from spinectx.data.transforms import SpineTransform
 def warm_cache(dataset: SpineDataset) -> int:
     """Decode every frame the dataset can serve (annotated slice and its neighbours) into the
     cache once, so the timed loop sees the steady state. Returns the number of frames."""
-    paths = set()
+    refs = set()
     for r in dataset.records:
         for j in (r.slice_index - 1, r.slice_index, r.slice_index + 1):
-            if 0 <= j < len(r.slice_paths):
-                paths.add(r.slice_paths[j])
-    for p in sorted(paths):
-        dataset.cache.load(p)
-    return len(paths)
+            if 0 <= j < len(r.slices):
+                refs.add(r.slices[j])
+    for ref in sorted(refs, key=str):
+        dataset.cache.load(ref)
+    return len(refs)
 
 
 def encode_one(codec, sample: dict) -> object:
@@ -61,7 +61,7 @@ def naive_sample(dataset: SpineDataset, transform: SpineTransform) -> Callable[[
 
     def make(i: int) -> dict:
         record = dataset.records[i % len(dataset.records)]
-        pixels = pydicom.dcmread(record.frame_path).pixel_array.astype(np.float32)
+        pixels = pydicom.pixels.pixel_array(record.frame_path, index=record.frame_ref.frame).astype(np.float32)
         return transform(dataset.raw_sample(i, image=normalise_intensity(pixels)))
 
     return make

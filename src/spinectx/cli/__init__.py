@@ -1,9 +1,18 @@
-"""Command-line apps (Hydra): spinectx-synth, spinectx-data, spinectx-train."""
+"""Command-line apps (Hydra): spinectx-synth, spinectx-data, spinectx-train.
+
+Importing this package registers the OmegaConf resolver ``spinectx.job_dirname`` (see
+:func:`job_dirname`), so it exists wherever a spinectx app composes or launches a config: in the
+main process and in launcher workers (joblib, submitit), which import the task function's module.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 
 def config_dir() -> str:
@@ -21,3 +30,51 @@ def config_dir() -> str:
 
 
 CONF_DIR = config_dir()
+
+
+JOB_DIRNAME_MAX = 120     # bytes; file systems allow 255 per path component
+JOB_DIRNAME_HASH = 12     # hex digits of the SHA-1 of the full override string
+_SAFE_DIRNAME = re.compile(r"[A-Za-z0-9_+~@,=-][A-Za-z0-9._+~@,=-]*", re.ASCII)
+_UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._+~@,=-]+", re.ASCII)
+
+
+def job_dirname(overrides: str) -> str:
+    """A sweep job's folder name from its override string (Hydra's ``job.override_dirname``,
+    e.g. ``"data.fold=0,method=ccfnet_r18"``): always one valid path component of at most
+    ``JOB_DIRNAME_MAX`` (120) ASCII bytes, never ``.``/``..``, never containing ``/``.
+
+    A string that is already safe (ASCII letters, digits and ``._+~@,=-``, not starting with ``.``
+    or ``-``) and at most 120 bytes long is returned unchanged, so the folders of earlier sweeps
+    keep their names. Any other string becomes ``<short form>-<hash>``. The hash is the first 12
+    hex digits of the SHA-1 of the full string: the name is deterministic, and distinct overrides
+    give distinct names. The short form lists the overrides in their order, every run of other
+    characters (``/`` included) made ``_``, leaving out what does not fit (deepest keys first,
+    then the longest items, typically paths), so top-level choices such as ``method=...`` stay
+    readable. An empty string gives ``"no-overrides"``.
+
+    Hydra writes a job's full overrides to ``<job dir>/.hydra/overrides.yaml``; spinectx finds
+    earlier runs through that file and ``metrics.json``, never by parsing folder names. Used in
+    ``conf/experiment/{table1,table2,data_fraction}.yaml`` as
+    ``hydra.sweep.subdir: ${spinectx.job_dirname:${hydra:job.override_dirname}}``.
+    """
+    overrides = str(overrides)
+    if not overrides:
+        return "no-overrides"
+    if len(overrides) <= JOB_DIRNAME_MAX and _SAFE_DIRNAME.fullmatch(overrides):
+        return overrides
+    digest = hashlib.sha1(overrides.encode("utf-8")).hexdigest()[:JOB_DIRNAME_HASH]
+    room = JOB_DIRNAME_MAX - JOB_DIRNAME_HASH - 1
+    items = [_UNSAFE_RUN.sub("_", item) for item in overrides.split(",")]
+    kept, used = set(), -1
+    # the shallowest keys first (config groups such as method=, data.fold=), then the shortest items
+    for i in sorted(range(len(items)), key=lambda i: (items[i].split("=")[0].count("."), len(items[i]))):
+        if used + 1 + len(items[i]) > room:
+            continue
+        kept.add(i)
+        used += 1 + len(items[i])
+    readable = ",".join(item for i, item in enumerate(items) if i in kept).lstrip(".-")
+    readable = readable or _UNSAFE_RUN.sub("_", overrides).lstrip(".-")[:room]  # one long item
+    return f"{readable}-{digest}" if readable else digest
+
+
+OmegaConf.register_new_resolver("spinectx.job_dirname", job_dirname, replace=True)

@@ -22,6 +22,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from spinectx.cli import CONF_DIR
+from spinectx.cli.failure import fail_cleanly
 
 log = logging.getLogger("spinectx.bench")
 
@@ -141,8 +142,8 @@ def pad_study(folder: Path, min_files: int) -> int:
     from spinectx.data.study import index_study
 
     index = index_study(folder)
-    used = index.inference_series().series_uid
-    others = sorted((s for s in index.series.values() if s.series_uid != used), key=lambda s: s.plane != "axial")
+    used = index.inference_stack().series_uid
+    others = sorted((s for s in index.stacks if s.series_uid != used), key=lambda s: s.plane != "axial")
     sources = [Path(h.path) for s in others for h in s.slices]
     n, copy = len(list(folder.glob("*.dcm"))), 0
     while n < min_files and sources:
@@ -372,6 +373,7 @@ SECTIONS = ("pipeline", "step", "precision", "inference", "scaling", "data_wait"
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench")
+@fail_cleanly("spinectx-bench")
 def main(cfg: DictConfig) -> None:
     import platform
 

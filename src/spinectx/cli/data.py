@@ -19,6 +19,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from spinectx.cli import CONF_DIR
+from spinectx.cli.failure import fail_cleanly
 
 log = logging.getLogger("spinectx.data")
 
@@ -42,6 +43,7 @@ def check_dataset(root: str, splits: list[str], landmarks_cfg: dict) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="data_check")
+@fail_cleanly("spinectx-data")
 def main(cfg: DictConfig) -> None:
     report = check_dataset(cfg.root, list(cfg.splits), OmegaConf.to_container(cfg.landmarks, resolve=True))
     with open(cfg.out, "w") as fh:

@@ -25,6 +25,7 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from spinectx.cli import CONF_DIR
+from spinectx.cli.failure import fail_cleanly
 
 log = logging.getLogger("spinectx.eval")
 
@@ -153,6 +154,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
+@fail_cleanly("spinectx-eval")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

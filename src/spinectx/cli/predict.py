@@ -16,18 +16,20 @@ import hydra
 from omegaconf import DictConfig
 
 from spinectx.cli import CONF_DIR
+from spinectx.cli.failure import fail_cleanly
 
 log = logging.getLogger("spinectx.predict")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
+@fail_cleanly("spinectx-predict")
 def main(cfg: DictConfig) -> None:
     from spinectx.data.submission import write_submission
     from spinectx.inference import find_targets, load_module, predict_targets
 
     start = time.perf_counter()
+    targets, problems = find_targets(cfg.input)  # input problems before the model is loaded
     module = load_module(cfg.ckpt_path, device=cfg.device, tta=cfg.tta)
-    targets, problems = find_targets(cfg.input)
     predictions, more = predict_targets(module, targets, int(cfg.batch_size), cfg.input_size)
     problems += more
     for p in problems:

@@ -16,6 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from spinectx.cli import CONF_DIR
+from spinectx.cli.failure import fail_cleanly
 
 log = logging.getLogger("spinectx.profile")
 
@@ -86,6 +87,7 @@ def markdown_table(rows: list[dict], input_size: int) -> str:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="profile")
+@fail_cleanly("spinectx-profile")
 def main(cfg: DictConfig) -> None:
     import sys
 

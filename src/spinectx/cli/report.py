@@ -8,11 +8,13 @@ import hydra
 from omegaconf import DictConfig
 
 from spinectx.cli import CONF_DIR
+from spinectx.cli.failure import fail_cleanly
 
 log = logging.getLogger("spinectx.report")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="report")
+@fail_cleanly("spinectx-report")
 def main(cfg: DictConfig) -> None:
     from spinectx.report import build_report, wandb_jobs
 

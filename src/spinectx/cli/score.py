@@ -8,10 +8,18 @@ training (:func:`spinectx.data.records.build_index`).
 
 Writes ``out``: the table metric under the keys of training's ``metrics.json`` (``L-<Group>``,
 ``C-<Group>``, ``Score``; fractions in [0, 1]; AUC from ``prob``, or from the tags where the file
-has no ``prob``), ``challenge`` (macro-F1, per-class precision/recall/F1/support, confusion matrix
+has no ``prob``; null where undefined, with the reason in ``undefined``: an AUC over located
+landmarks of one class, a group without annotated landmark — see :mod:`spinectx.metrics.table`),
+``challenge`` (macro-F1, per-class precision/recall/F1/support, confusion matrix
 rows = prediction × columns = ground truth, see :mod:`spinectx.metrics.challenge`), ``studies``
 (ground-truth studies scored), ``missing_predictions`` (how many of them had no prediction — scored
-as all landmarks missed), ``problems``. Prints a short table.
+as all landmarks missed), ``gt_studies`` and ``predicted_studies`` (entries read from each file),
+``problems``. Prints a short table (``n/a`` for an undefined metric).
+
+A study listed twice in either file counts once, by its first entry (the rule of
+:func:`spinectx.data.annotation.parse_annotations`). Nothing to score — no annotated landmark in
+the scorable ground truth, or no prediction for any scored study — is an error (exit status 2,
+with the counts), never a table of zeros.
 """
 
 from __future__ import annotations
@@ -20,7 +28,6 @@ import inspect
 import logging
 import math
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -28,6 +35,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from spinectx.cli import CONF_DIR
+from spinectx.cli.failure import INPUT_ERRORS, fail_cleanly
 
 log = logging.getLogger("spinectx.score")
 
@@ -74,7 +82,7 @@ def index_images(images: str | Path, problems: list[str]):
                 problems.append(str(exc))
             continue
         problems.extend(idx.problems)
-        register_study(idx, by_study, by_instance)
+        register_study(idx, by_study, by_instance, problems)  # the duplicates rule of training
     return by_study, by_instance
 
 
@@ -82,7 +90,10 @@ def score_submission(pred: str | Path, gt: str | Path, images: str | Path, landm
     """The score report (see the module docstring) as a JSON-ready dict.
 
     Raises:
-        DataError: a missing or malformed file or folder (the message names it).
+        DataError: a missing or malformed file or folder (the message names it), or nothing to
+            score: no annotated landmark among the scorable ground-truth studies, or no
+            prediction for any of them (the message gives the counts of ground-truth, scorable,
+            predicted and common studies).
     """
     import numpy as np
     import torch
@@ -108,12 +119,9 @@ def score_submission(pred: str | Path, gt: str | Path, images: str | Path, landm
 
     n_k = len(landmarks)
     rows = {"pred_kp": [], "prob": [], "pred_tags": [], "gt_kp": [], "gt_tags": [], "labels": [], "spacing": []}
-    gt_uids, missing = set(), 0
+    gt_uids = {ann.study_uid for ann in truth.studies}  # one entry per study: the parser keeps the first
+    missing = 0
     for ann in truth.studies:
-        if ann.study_uid in gt_uids:
-            problems.append(f"{gt}: study {ann.study_uid} appears more than once; keeping the first")
-            continue
-        gt_uids.add(ann.study_uid)
         idx = by_instance.get(ann.instance_uid) or by_study.get(ann.study_uid)
         try:
             if idx is None:
@@ -151,6 +159,13 @@ def score_submission(pred: str | Path, gt: str | Path, images: str | Path, landm
             problems.append(f"{pred}: study {uid} is not in {gt}; ignored")
 
     n = len(rows["gt_kp"])
+    counts = (f"{len(truth.studies)} ground-truth studies in {gt}, {n} of them scorable, {len(predictions)} predicted studies "
+              f"in {pred}, {len(gt_uids & set(predictions))} in common")
+    hint = f"; first problem: {problems[0]}" if problems else ""
+    if not any(np.isfinite(kp).all(-1).any() for kp in rows["gt_kp"]):
+        raise DataError(gt, f"nothing to score: no annotated ground-truth landmark ({counts}){hint}")
+    if missing == n:
+        raise DataError(pred, f"nothing to score: no prediction for any scored ground-truth study ({counts})")
     pred_kp = np.asarray(rows["pred_kp"], dtype=np.float64).reshape(n, n_k, 2)
     gt_kp = np.asarray(rows["gt_kp"], dtype=np.float64).reshape(n, n_k, 2)
     prob = np.asarray(rows["prob"], dtype=np.float64).reshape(n, n_k)
@@ -158,22 +173,25 @@ def score_submission(pred: str | Path, gt: str | Path, images: str | Path, landm
     spacing = np.asarray(rows["spacing"], dtype=np.float64).reshape(n, 2)
 
     metric = TableMetric(landmarks.group_of, [g.title for g in landmarks.groups], threshold_mm=threshold_mm)
-    if n:
-        metric.update(
-            torch.from_numpy(pred_kp),
-            torch.from_numpy(prob),
-            torch.from_numpy(gt_kp),
-            torch.from_numpy(np.isfinite(gt_kp).all(-1)),
-            torch.from_numpy(labels),
-            torch.from_numpy(spacing),
-        )
+    metric.update(
+        torch.from_numpy(pred_kp),
+        torch.from_numpy(prob),
+        torch.from_numpy(gt_kp),
+        torch.from_numpy(np.isfinite(gt_kp).all(-1)),
+        torch.from_numpy(labels),
+        torch.from_numpy(spacing),
+    )
     table = {key: float(value) for key, value in metric.compute().items()}
+    table = {key: value if math.isfinite(value) else None for key, value in table.items()}
     challenge = challenge_metric(pred_kp, rows["pred_tags"], gt_kp, rows["gt_tags"], spacing, landmarks, threshold_mm)
     return {
         **table,
+        "undefined": dict(metric.undefined),
         "challenge": {k: challenge[k] for k in ("macro_f1", "per_class", "confusion")},
         "studies": n,
         "missing_predictions": missing,
+        "gt_studies": len(truth.studies),
+        "predicted_studies": len(predictions),
         "prob_from_tags": any(p.prob_from_tags for p in predictions.values()),
         "threshold_mm": float(threshold_mm),
         "pred": str(pred),
@@ -186,14 +204,18 @@ def print_report(report: dict, landmarks) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from spinectx.lit.callbacks import percent
+
     console = Console()
     table = Table(title=f"{report['studies']} studies scored ({report['missing_predictions']} without prediction)")
     for key in [f"L-{g.title}" for g in landmarks.groups] + [f"C-{g.title}" for g in landmarks.groups] + ["Score", "macro-F1"]:
         table.add_column(key, justify="right")
     values = [report[f"L-{g.title}"] for g in landmarks.groups] + [report[f"C-{g.title}"] for g in landmarks.groups]
     values += [report["Score"], report["challenge"]["macro_f1"]]
-    table.add_row(*(f"{100 * v:.2f}" for v in values))
+    table.add_row(*(percent(v, digits=2) for v in values))
     console.print(table)
+    for key, why in report.get("undefined", {}).items():
+        console.print(f"  {key} n/a: {why}", markup=False, soft_wrap=True)
     per_class = Table(title="challenge metric per class (%)")
     for col in ("class", "precision", "recall", "F1", "support"):
         per_class.add_column(col, justify="left" if col == "class" else "right")
@@ -207,23 +229,19 @@ def print_report(report: dict, landmarks) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="score")
+@fail_cleanly("spinectx-score", INPUT_ERRORS + (ValueError,))  # a bad threshold or value is bad input here
 def main(cfg: DictConfig) -> None:
-    from spinectx.data.errors import DataError
-    from spinectx.data.submission import _write_json_atomic
+    from spinectx.data.submission import write_json_atomic
 
     landmarks_spec = cfg.landmarks
     if not isinstance(landmarks_spec, str):
         landmarks_spec = OmegaConf.to_container(landmarks_spec, resolve=True)
-    try:
-        landmarks = load_landmarks(landmarks_spec)
-        threshold = float(cfg.threshold_mm)
-        if not (math.isfinite(threshold) and threshold > 0):
-            raise ValueError(f"threshold_mm should be a positive number, got {cfg.threshold_mm}")
-        report = score_submission(cfg.pred, cfg.gt, cfg.images, landmarks, threshold)
-    except (DataError, ValueError) as exc:
-        print(f"spinectx-score: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    _write_json_atomic(Path(cfg.out), report, indent=2)
+    landmarks = load_landmarks(landmarks_spec)
+    threshold = float(cfg.threshold_mm)
+    if not (math.isfinite(threshold) and threshold > 0):
+        raise ValueError(f"threshold_mm should be a positive number, got {cfg.threshold_mm}")
+    report = score_submission(cfg.pred, cfg.gt, cfg.images, landmarks, threshold)
+    write_json_atomic(Path(cfg.out), report, indent=2)
     print_report(report, landmarks)
     log.info("wrote %s (%d studies, %d problems)", cfg.out, report["studies"], len(report["problems"]))
 

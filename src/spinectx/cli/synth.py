@@ -9,11 +9,13 @@ import hydra
 from omegaconf import DictConfig
 
 from spinectx.cli import CONF_DIR
+from spinectx.cli.failure import fail_cleanly
 
 log = logging.getLogger("spinectx.synth")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="synth")
+@fail_cleanly("spinectx-synth")
 def main(cfg: DictConfig) -> None:
     from spinectx.data.synthetic import generate_dataset
 

@@ -4,8 +4,12 @@
                    [data=tianchi data.root=DIR data.fold=0 data.fraction=0.5] [trainer.max_epochs=N]
                    [logger=wandb|csv|none] [seed=S] [ckpt_path=last]
 
-Writes into the run directory: ``checkpoints/`` (best + last), ``metrics.json`` (best validation
-epoch), ``predictions.png`` (held-out studies with true vs predicted landmarks), ``.hydra/``.
+Writes into the run directory: ``checkpoints/`` (the best epoch by val/Score, and ``last.ckpt``
+rewritten after every training epoch, see ``conf/callbacks/default.yaml``), ``metrics.json`` (best
+validation epoch), ``predictions.png`` (held-out studies with true vs predicted landmarks),
+``.hydra/`` (``config.yaml``, ``overrides.yaml`` = the job's full command-line overrides).
+Sweep experiments name each job folder ``spinectx.cli.job_dirname(<overrides>)``: the overrides
+themselves when short and safe, else a short readable form + a hash.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from spinectx.cli import CONF_DIR
-from spinectx.lit.callbacks import METRIC_KEYS, MetricsJson, write_json_atomic
+from spinectx.cli.failure import fail_cleanly
+from spinectx.lit.callbacks import METRIC_KEYS, MetricsJson, percent, write_json_atomic
 from spinectx.models.complexity import complexity_report
 from spinectx.viz import draw_predictions
 
@@ -55,8 +60,9 @@ def _job_overrides(run_dir: Path) -> list[str] | None:
 
 
 def find_previous_run(output_dir: Path) -> Path | None:
-    """The newest sibling run directory started with the same overrides that holds a
-    ``checkpoints/last.ckpt`` (what ``resume=true`` continues)."""
+    """The newest sibling run directory started with the same overrides (compared through each
+    directory's ``.hydra/overrides.yaml``, never its name) that holds a ``checkpoints/last.ckpt``
+    (written after every training epoch; what ``resume=true`` continues)."""
     mine = _job_overrides(output_dir)
     if mine is None or not output_dir.parent.is_dir():
         return None
@@ -147,13 +153,16 @@ def wandb_run_id(cfg: DictConfig, run_dir: Path) -> str | None:
 
 
 def print_table(metrics: dict, title: str) -> None:
+    """The table metrics in %, ``n/a`` for an undefined one (NaN or null, e.g. a one-class AUC)."""
     from rich.console import Console
     from rich.table import Table
+
+    from spinectx.lit.callbacks import percent
 
     table = Table(title=title)
     for k in METRIC_KEYS:
         table.add_column(k, justify="right")
-    table.add_row(*[f"{100 * float(metrics[k]):.2f}" for k in METRIC_KEYS])
+    table.add_row(*[percent(metrics.get(k), digits=2) for k in METRIC_KEYS])
     Console().print(table)
 
 
@@ -172,14 +181,16 @@ def finish_wandb(loggers: list, result: dict, cfg: DictConfig | None = None) -> 
                 c = result.get("complexity", {})
                 columns = ["method", "backbone", "msc", "fold", "params_M", "flops_G", *METRIC_KEYS]
                 row = [cfg.model.name, cfg.model.backbone, bool(cfg.model.msc), int(cfg.data.fold), c.get("params_M"),
-                       c.get("flops_G"), *[100 * float(result[k]) for k in METRIC_KEYS]]
+                       c.get("flops_G"),  # an undefined metric (null in metrics.json) stays empty
+                       *[None if result.get(k) is None else 100 * float(result[k]) for k in METRIC_KEYS]]
                 lg.log_table(key="summary", columns=columns, data=[row])
             lg.experiment.finish()
 
 
 def identical_sweep_cell(log_dir: Path, run_dir: Path, fingerprint: str) -> Path | None:
-    """Another sweep cell under ``log_dir/<experiment>/sweep/`` that finished with the same config
-    fingerprint (e.g. the data-fraction sweep's 100 % cell is a Table 1 cell), else None."""
+    """Another sweep cell ``log_dir/<experiment>/sweep/<cell>/`` that finished with the same config
+    fingerprint (e.g. the data-fraction sweep's 100 % cell is a Table 1 cell), else None. Cells sit
+    at depth one: the experiments name them with ``spinectx.job_dirname``, which never nests."""
     for metrics in sorted(Path(log_dir).glob("*/sweep/*/metrics.json")):
         cell = metrics.parent
         if cell.resolve() == run_dir.resolve():
@@ -222,6 +233,15 @@ def earlier_result(cfg: DictConfig, run_dir: Path, fingerprint: str) -> dict | N
         if source is not None:
             return reuse_cell(source, run_dir)
     return None
+
+
+def best_checkpoint(trainer: L.Trainer) -> str:
+    """The best checkpoint file of the monitored ``ModelCheckpoint`` ("" when there is none): the
+    unmonitored ones only keep ``last.ckpt`` and do not count."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    monitored = [cb for cb in trainer.callbacks if isinstance(cb, ModelCheckpoint) and cb.monitor]
+    return monitored[0].best_model_path if monitored else ""
 
 
 def train(cfg: DictConfig) -> dict:
@@ -267,7 +287,7 @@ def train(cfg: DictConfig) -> dict:
 
         result = json.loads(metrics_file.read_text())
     if cfg.get("evaluate"):  # every rank validates (collectives under DDP); rank 0 writes
-        ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        ckpt = best_checkpoint(trainer)
         evaluated = trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False)
         if evaluated and trainer.is_global_zero:
             final = {k.removeprefix("val/"): float(v) for k, v in evaluated[0].items() if k.startswith("val/")}
@@ -289,7 +309,7 @@ def print_summary(cfg: DictConfig, result: dict, output_dir: Path, seconds: floa
     from rich.console import Console
 
     c = result.get("complexity", {})
-    best = f"best epoch {result['epoch']}, Score {100 * result['Score']:.2f}" if "Score" in result else "no validation epoch"
+    best = f"best epoch {result['epoch']}, Score {percent(result['Score'], 2)}" if "Score" in result else "no validation epoch"
     Console().print(
         f"[bold]{cfg.model.name}[/] {cfg.model.backbone} msc={cfg.model.msc} · fold {cfg.data.fold} · {best} · "
         f"{c.get('params_M', float('nan')):.2f} M params, {c.get('flops_G', float('nan')):.2f} G MACs · "
@@ -308,6 +328,7 @@ def record_failure(output_dir: Path, exc: BaseException) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+@fail_cleanly("spinectx-train")  # a single run with bad input: one clean line (error.txt has the traceback)
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode

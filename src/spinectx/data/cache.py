@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spinectx.data.dicom import read_frame
+from spinectx.data.dicom import FrameRef, read_frame
 from spinectx.data.errors import DicomError
 
 log = logging.getLogger(__name__)
@@ -52,27 +52,31 @@ class FrameCache:
         self.folder = Path(folder).expanduser() if folder else None
         self._write_failed = False
 
-    def _key(self, path: Path) -> str:
+    def _key(self, path: Path, frame: int | None) -> str:
         try:
             st = path.stat()
         except OSError as exc:
             raise DicomError(path, f"cannot read file ({exc.strerror or exc})") from exc
         raw = f"{CACHE_VERSION}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        if frame is not None:
+            raw += f"|frame{frame}"
         return hashlib.sha1(raw.encode()).hexdigest()
 
-    def load(self, path: str | Path) -> np.ndarray:
-        """Normalised float32 [H, W] frame of a DICOM file (raises DicomError naming the file)."""
-        path = Path(path)
+    def load(self, ref: str | Path | FrameRef) -> np.ndarray:
+        """Normalised float32 [H, W] image of a DICOM file — of one frame for a multi-frame file,
+        given as a :class:`~spinectx.data.dicom.FrameRef` (raises DicomError naming the file)."""
+        ref = ref if isinstance(ref, FrameRef) else FrameRef(str(ref))
+        path = Path(ref.path)
         if self.folder is None:
-            return normalise_intensity(read_frame(path))
-        key = self._key(path)
+            return normalise_intensity(read_frame(ref))
+        key = self._key(path, ref.frame)
         target = self.folder / key[:2] / f"{key}.npy"
         if target.is_file():
             try:
                 return to_float32(np.load(target))
             except (OSError, ValueError):
                 pass  # damaged cache entry: decode again and overwrite
-        frame = normalise_intensity(read_frame(path)).astype(np.float16)
+        frame = normalise_intensity(read_frame(ref)).astype(np.float16)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from spinectx.data.cache import FrameCache
 from spinectx.data.dataset import SpineDataset
+from spinectx.data.errors import DataError
 from spinectx.data.folds import split_studies
 from spinectx.data.landmarks import LandmarkSet
 from spinectx.data.records import DatasetIndex, build_index
@@ -134,7 +135,10 @@ class SpineDataModule(L.LightningDataModule):
         self.index = build_index(self.root, self.splits, self.landmarks)
         if self.index.problems:
             log.warning("%d data problems (run spinectx-data for the full list); first: %s", len(self.index.problems), self.index.problems[0])
-        by_uid = {r.study_uid: r for r in self.index.records}
+        if len(self.index.records) < self.num_folds:
+            raise DataError(self.root, f"{len(self.index.records)} usable studies cannot fill {self.num_folds} folds: "
+                                       f"{self.index.why_too_few()}")
+        by_uid = {r.study_uid: r for r in self.index.records}  # build_index keeps one record per study
         train_uids, val_uids = split_studies(list(by_uid), self.num_folds, self.fold, self.fraction, self.seed)
         self.train_set = SpineDataset(
             [by_uid[u] for u in train_uids],

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from spinectx.data.cache import FrameCache
+from spinectx.data.dicom import FrameRef
 from spinectx.data.errors import DataError
 from spinectx.data.landmarks import LandmarkSet
 from spinectx.data.records import StudyRecord
@@ -61,36 +62,36 @@ class SpineDataset(Dataset):
         self.num_rep = max(1, int(num_rep))
         self.neighbour_p = float(neighbour_p)
         self._targets = [record_targets(r, landmarks) for r in self.records]
-        self._bad_neighbours: set[str] = set()  # per process: each DataLoader worker keeps its own
+        self._bad_neighbours: set[FrameRef] = set()  # per process: each DataLoader worker keeps its own
 
     def __len__(self) -> int:
         return len(self.records) * self.num_rep
 
-    def _slice_path(self, record: StudyRecord) -> str:
+    def _slice_ref(self, record: StudyRecord) -> FrameRef:
         index = record.slice_index
         if self.neighbour_p > 0 and torch.rand(()) < self.neighbour_p:
             step = -1 if torch.rand(()) < 0.5 else 1
-            if 0 <= index + step < len(record.slice_paths):
+            if 0 <= index + step < len(record.slices):
                 index += step
-        return record.slice_paths[index]
+        return record.slices[index]
 
     def _load_image(self, record: StudyRecord) -> np.ndarray:
-        path = self._slice_path(record)
-        if path != record.frame_path and path not in self._bad_neighbours:
+        ref = self._slice_ref(record)
+        if ref != record.frame_ref and ref not in self._bad_neighbours:
             try:
-                image = self.cache.load(path)
+                image = self.cache.load(ref)
             except (DataError, OSError) as exc:
                 reason = str(exc)
             else:
                 if image.shape == tuple(record.shape):
                     return image
                 reason = (
-                    f"{path}: size {image.shape[0]}×{image.shape[1]} differs from the annotated frame's "
+                    f"{ref}: size {image.shape[0]}×{image.shape[1]} differs from the annotated frame's "
                     f"{record.shape[0]}×{record.shape[1]}"
                 )
-            self._bad_neighbours.add(path)
-            log.warning("neighbour slice unusable (%s); using the annotated frame %s instead", reason, record.frame_path)
-        return self.cache.load(record.frame_path)
+            self._bad_neighbours.add(ref)
+            log.warning("neighbour slice unusable (%s); using the annotated frame %s instead", reason, record.frame_ref)
+        return self.cache.load(record.frame_ref)
 
     def raw_sample(self, i: int, image: np.ndarray | None = None) -> dict:
         """Item ``i`` before the transform; ``image`` replaces the frame this dataset would load

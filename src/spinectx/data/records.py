@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from spinectx.data.annotation import AnnotationFile, parse_annotations
-from spinectx.data.dicom import check_frame
+from spinectx.data.dicom import FrameRef, check_frame
 from spinectx.data.errors import DataError, DicomError
 from spinectx.data.landmarks import LandmarkSet
-from spinectx.data.study import Series, StudyIndex, index_study
+from spinectx.data.study import Stack, StudyIndex, index_study
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,10 @@ class StudyRecord:
     """One annotated study, ready for training.
 
     ``keypoints`` [K, 2] (x, y) pixels of the annotated frame, NaN for missing landmarks;
-    ``tags`` per landmark (empty for missing); ``slice_paths`` the annotated series' files in
-    slice order, ``slice_index`` the annotated one; ``pixel_spacing`` (dy, dx) mm; ``shape``
-    (rows, cols).
+    ``tags`` per landmark (empty for missing); ``slices`` the annotated stack's images in slice
+    order (file + frame, see :class:`~spinectx.data.dicom.FrameRef`), ``slice_index`` the
+    annotated one; ``pixel_spacing`` (dy, dx) mm; ``shape`` (rows, cols); ``stack`` a short
+    description of the annotated stack.
     """
 
     split: str
@@ -40,17 +41,29 @@ class StudyRecord:
     folder: str
     series_uid: str
     instance_uid: str
-    slice_paths: list[str]
+    slices: list[FrameRef]
     slice_index: int
     pixel_spacing: tuple[float, float]
     shape: tuple[int, int]
     keypoints: np.ndarray
     tags: list[tuple[str, ...]]
     problems: list[str] = field(default_factory=list)
+    stack: str = ""
+
+    @property
+    def frame_ref(self) -> FrameRef:
+        """The annotated image (file + frame)."""
+        return self.slices[self.slice_index]
 
     @property
     def frame_path(self) -> str:
-        return self.slice_paths[self.slice_index]
+        """The file holding the annotated image."""
+        return self.frame_ref.path
+
+    @property
+    def slice_paths(self) -> list[str]:
+        """The files of ``slices`` (a multi-frame file appears once per frame)."""
+        return [ref.path for ref in self.slices]
 
     def landmarks_dict(self, landmarks: LandmarkSet) -> dict:
         """{identification: {"coord": [x, y], "tags": [...]}} for annotated landmarks."""
@@ -68,8 +81,10 @@ class StudyRecord:
             "series_uid": self.series_uid,
             "instance_uid": self.instance_uid,
             "frame": self.frame_path,
+            "frame_number": self.frame_ref.frame,
+            "stack": self.stack,
             "slice_index": self.slice_index,
-            "num_slices": len(self.slice_paths),
+            "num_slices": len(self.slices),
             "pixel_spacing": list(self.pixel_spacing),
             "shape": list(self.shape),
             "landmarks": self.landmarks_dict(landmarks),
@@ -79,12 +94,17 @@ class StudyRecord:
 
 @dataclass
 class DatasetIndex:
-    """Records of all usable studies plus everything that was skipped, and why."""
+    """Records of all usable studies plus everything that was skipped, and why.
+
+    ``layout_problems``: what is wrong with the folder layout itself (e.g. study folders one
+    level too deep); also the first entries of ``problems``.
+    """
 
     records: list[StudyRecord]
     problems: list[str]
     skipped_studies: list[str]
     skipped_identifications: Counter
+    layout_problems: list[str] = field(default_factory=list)
 
     def totals(self, landmarks: LandmarkSet) -> dict:
         """Counts for a dataset check: studies, annotated landmarks, landmarks per class."""
@@ -107,13 +127,62 @@ class DatasetIndex:
             "problems": len(self.problems) + sum(len(r.problems) for r in self.records),
         }
 
+    def why_too_few(self, limit: int = 3) -> str:
+        """The reasons behind a small index, for an error message: the layout problems, else the
+        first ``limit`` skipped-study problems."""
+        reasons = self.layout_problems or [p for p in self.problems if p.endswith("skipped")] or self.problems
+        if not reasons:
+            return "no annotated study found"
+        more = f" (and {len(reasons) - limit} more; run spinectx-data for the full report)" if len(reasons) > limit else ""
+        return "; ".join(reasons[:limit]) + more
 
-def register_study(idx: StudyIndex, by_study: dict[str, StudyIndex], by_instance: dict[str, StudyIndex]) -> None:
-    """Add a study to the lookups by study uid and by instance uid (the first folder wins)."""
-    by_study.setdefault(idx.study_uid, idx)
-    for s in idx.series.values():
+
+def register_study(idx: StudyIndex, by_study: dict[str, StudyIndex], by_instance: dict[str, StudyIndex],
+                   problems: list[str] | None = None) -> bool:
+    """Add a study to the lookups by study uid and by instance uid.
+
+    Duplicates rule (one for training, scoring and prediction): the first folder found counts —
+    folders are visited in sorted path order — and a later folder holding the same
+    StudyInstanceUID is ignored, with a problem naming both folders. Returns False for such a
+    duplicate.
+    """
+    first = by_study.get(idx.study_uid)
+    if first is not None and first is not idx:
+        if problems is not None:
+            problems.append(f"{idx.folder}: holds study {idx.study_uid} again (first found in {first.folder}); "
+                            "the first folder counts, this one is ignored")
+        return False
+    by_study[idx.study_uid] = idx
+    for s in idx.stacks:
         for h in s.slices:
             by_instance.setdefault(h.instance_uid, idx)
+    return True
+
+
+def layout_problem(split_dir: Path) -> str | None:
+    """What is wrong with a split folder in which no study folder could be read, or None.
+
+    Recognised: an empty folder; DICOM files lying directly in the split folder (no study
+    folders); study folders one level deeper (``<split>/<x>/<study>/*.dcm``, what unzipping an
+    archive often gives).
+    """
+    entries = [p for p in split_dir.iterdir() if not p.name.startswith(".")]
+    subdirs = sorted(p for p in entries if p.is_dir())
+    files = [p for p in entries if p.is_file()]
+    layout = f"the layout is {split_dir.name}/<study folder>/<files>.dcm"
+    if not entries:
+        return f"{split_dir}: the split folder is empty ({layout})"
+    if files and not subdirs:
+        return f"{split_dir}: {len(files)} files lie directly in the split folder, without study folders ({layout})"
+    holds_files = [d for d in subdirs if any(p.is_file() and not p.name.startswith(".") for p in d.iterdir())]
+    if holds_files:
+        return None
+    deeper = [d for d in subdirs if any(q.is_dir() and any(f.is_file() for f in q.iterdir()) for q in d.iterdir())]
+    if deeper:
+        count = sum(1 for q in deeper[0].iterdir() if q.is_dir())
+        return (f"{split_dir}: the study folders sit one level deeper, in {deeper[0]} ({count} folders); move them up "
+                f"into {split_dir} ({layout})")
+    return f"{split_dir}: none of its {len(subdirs)} sub-folders holds files ({layout})"
 
 
 def _index_split_folders(split_dir: Path, problems: list[str]) -> tuple[dict[str, StudyIndex], dict[str, StudyIndex]]:
@@ -127,7 +196,7 @@ def _index_split_folders(split_dir: Path, problems: list[str]) -> tuple[dict[str
             problems.append(str(exc))
             continue
         problems.extend(idx.problems)
-        register_study(idx, by_study, by_instance)
+        register_study(idx, by_study, by_instance, problems)
     return by_study, by_instance
 
 
@@ -142,43 +211,52 @@ def _spacing_problem(spacing: tuple[float, float] | None) -> str | None:
     return None
 
 
-def _usable_frame(series: Series, slice_index: int, problems: list[str]) -> list[str]:
-    """Paths of ``series`` in slice order, with the annotated frame replaced by a copy that
-    decodes when the first copy does not; raises DicomError (naming the file) when none does."""
-    header = series.slices[slice_index]
-    paths = [h.path for h in series.slices]
+def _usable_frame(stack: Stack, slice_index: int, problems: list[str]) -> list[FrameRef]:
+    """Images of ``stack`` in slice order, with the annotated image replaced by a copy that
+    decodes when the first copy does not; raises DicomError (naming the file) when none does.
+    The annotated image is really decoded (:func:`~spinectx.data.dicom.check_frame`), so every
+    study whose frame cannot be read is skipped here, never in a DataLoader worker mid-epoch."""
+    header = stack.slices[slice_index]
+    refs = [h.ref for h in stack.slices]
     try:
-        check_frame(header.path)
-        return paths
+        check_frame(header.ref)
+        return refs
     except DataError as exc:
         first_error = exc
-    for spare in series.duplicates.get(header.instance_uid, []):
+    for spare in stack.duplicates.get(header.key, []):
         try:
-            check_frame(spare.path)
+            check_frame(spare.ref)
         except DataError:
             continue
         problems.append(f"{first_error}; the annotated frame is read from its copy {spare.path}")
-        paths[slice_index] = spare.path
-        return paths
+        refs[slice_index] = spare.ref
+        return refs
     raise DicomError(first_error.path, f"the annotated frame cannot be used: {first_error.problem}")
+
+
+def annotated_frame_number(ann) -> int | None:
+    """The frame the annotation's points lie on: the most common valid zIndex of its points
+    (only needed for multi-frame files), or None."""
+    z = Counter(p.z_index for p in ann.points.values() if p.z_index is not None)
+    return z.most_common(1)[0][0] if z else None
 
 
 def _record_for(split: str, ann, idx: StudyIndex, landmarks: LandmarkSet, check_pixels: bool = True) -> StudyRecord:
     """Build one record; raises DataError (naming the file or folder) when the study is unusable."""
-    found = idx.locate(ann.instance_uid)
+    found = idx.locate(ann.instance_uid, annotated_frame_number(ann))
     if found is None:
-        count = sum(len(s.slices) for s in idx.series.values())
-        context = f"the study's {count} readable DICOM files ({idx.summary()})"
+        count = sum(len(s.slices) for s in idx.stacks)
+        context = f"the study's {count} readable DICOM images ({idx.summary()})"
         if not idx.find("sagittal"):
             context += "; the study has no sagittal series"
         raise DataError(idx.folder, f"annotated instance {ann.instance_uid} not found among {context}")
-    series, slice_index = found
-    header = series.slices[slice_index]
-    if series.plane in ("axial", "coronal"):
+    stack, slice_index = found
+    header = stack.slices[slice_index]
+    if stack.plane in ("axial", "coronal"):
         others = ", ".join(s.summary() for s in idx.find("sagittal"))
         raise DataError(
             header.path,
-            f"the annotated frame lies in a {series.plane} series ({series.summary()}), not a sagittal one; "
+            f"the annotated frame lies in a {stack.plane} series ({stack.summary()}), not a sagittal one; "
             + (f"sagittal series: {others}" if others else "the study has no sagittal series"),
         )
     spacing_problem = _spacing_problem(header.pixel_spacing)
@@ -187,7 +265,12 @@ def _record_for(split: str, ann, idx: StudyIndex, landmarks: LandmarkSet, check_
     if header.rows <= 0 or header.cols <= 0:
         raise DataError(header.path, f"invalid image size {header.rows}×{header.cols} (Rows, Columns)")
     problems = list(ann.problems)
-    if series.plane == "unknown":
+    if ann.series_uid and ann.series_uid != stack.series_uid:
+        problems.append(
+            f"{header.path}: the annotation's seriesUid {ann.series_uid} is not the series holding instance "
+            f"{ann.instance_uid} ({stack.series_uid}); the instance's own series is used (a sign of a broken export)"
+        )
+    if stack.plane == "unknown":
         problems.append(f"{header.path}: no usable ImageOrientationPatient; cannot confirm the annotated frame is sagittal")
     keypoints = np.full((len(landmarks), 2), np.nan, dtype=np.float32)
     tags: list[tuple[str, ...]] = [() for _ in landmarks.names]
@@ -209,30 +292,36 @@ def _record_for(split: str, ann, idx: StudyIndex, landmarks: LandmarkSet, check_
         else:
             detail = "the annotation lists none of the landmark set"
         raise DataError(header.path, f"no usable landmark on the annotated frame ({detail})")
-    slice_paths = _usable_frame(series, slice_index, problems) if check_pixels else [h.path for h in series.slices]
+    refs = _usable_frame(stack, slice_index, problems) if check_pixels else [h.ref for h in stack.slices]
     return StudyRecord(
         split=split,
         study_uid=ann.study_uid,
         folder=idx.folder,
-        series_uid=series.series_uid,
+        series_uid=stack.series_uid,
         instance_uid=ann.instance_uid,
-        slice_paths=slice_paths,
+        slices=refs,
         slice_index=slice_index,
         pixel_spacing=(float(header.pixel_spacing[0]), float(header.pixel_spacing[1])),
         shape=(header.rows, header.cols),
         keypoints=keypoints,
         tags=tags,
         problems=problems,
+        stack=stack.summary(),
     )
 
 
 def build_index(root: str | Path, splits: list[str], landmarks: LandmarkSet, check_pixels: bool = True) -> DatasetIndex:
     """Index the annotated studies of ``splits`` under ``root``.
 
-    Only headers are read, except for each study's annotated frame when ``check_pixels``:
-    uncompressed pixel data is checked by its length, compressed data decoded once, so that a
-    truncated or undecodable annotated frame skips its study here (with a problem naming the
-    file) rather than failing in a DataLoader worker mid-epoch.
+    Only headers are read, except for each study's annotated frame when ``check_pixels``: it is
+    decoded once, so that an impossible pixel header, a truncated or undecodable annotated frame
+    skips its study here (with a problem naming the file) rather than failing in a DataLoader
+    worker mid-epoch.
+
+    Duplicates rule (the same everywhere): the first occurrence counts — splits in the order
+    given, entries in file order (:func:`~spinectx.data.annotation.parse_annotations`), study
+    folders in sorted order (:func:`register_study`); every later occurrence is reported, naming
+    both places, and left out, so a study never appears twice in the index or in folds.
 
     Raises:
         DataError: the root, a split folder or its annotation file is missing, or an annotation
@@ -243,8 +332,10 @@ def build_index(root: str | Path, splits: list[str], landmarks: LandmarkSet, che
         raise DataError(root, "dataset root not found")
     records: list[StudyRecord] = []
     problems: list[str] = []
+    layout: list[str] = []
     skipped: list[str] = []
     skipped_ids: Counter = Counter()
+    seen: dict[str, str] = {}  # study uid → annotation file that gave it
     for split in splits:
         split_dir, ann_path = root / split, root / f"{split}_annotation.json"
         if not split_dir.is_dir():
@@ -254,12 +345,24 @@ def build_index(root: str | Path, splits: list[str], landmarks: LandmarkSet, che
         annotations: AnnotationFile = parse_annotations(ann_path, landmarks)
         problems.extend(annotations.problems)
         skipped_ids.update(annotations.skipped_identifications)
-        by_study, by_instance = _index_split_folders(split_dir, problems)
+        split_problems: list[str] = []
+        by_study, by_instance = _index_split_folders(split_dir, split_problems)
+        wrong_layout = layout_problem(split_dir) if not by_study else None
+        if wrong_layout:
+            layout.append(wrong_layout)
+        problems.extend(split_problems)
         for ann in annotations.studies:
+            if ann.study_uid in seen:
+                problems.append(f"{ann_path}: study {ann.study_uid} is annotated again (first in {seen[ann.study_uid]}); "
+                                "the first counts, this entry is ignored")
+                continue
+            seen[ann.study_uid] = str(ann_path)
             idx = by_instance.get(ann.instance_uid) or by_study.get(ann.study_uid)
             try:
                 if idx is None:
-                    raise DataError(split_dir, f"study {ann.study_uid}: no study folder holds it or its annotated instance {ann.instance_uid}")
+                    hint = " (the split folder's layout is wrong: see the first problem)" if wrong_layout else ""
+                    raise DataError(split_dir, f"study {ann.study_uid}: no study folder holds it or its annotated "
+                                               f"instance {ann.instance_uid}{hint}")
                 rec = _record_for(split, ann, idx, landmarks, check_pixels)
             except DataError as exc:
                 problems.append(f"{exc}; study {ann.study_uid} skipped")
@@ -267,4 +370,5 @@ def build_index(root: str | Path, splits: list[str], landmarks: LandmarkSet, che
                 log.warning("skipping study %s: %s", ann.study_uid, exc)
                 continue
             records.append(rec)
-    return DatasetIndex(records=records, problems=problems, skipped_studies=skipped, skipped_identifications=skipped_ids)
+    return DatasetIndex(records=records, problems=layout + problems, skipped_studies=skipped,
+                        skipped_identifications=skipped_ids, layout_problems=layout)

@@ -1,8 +1,19 @@
-"""Indexing a study folder: files grouped by series, plane, T1/T2 weighting and slice order.
+"""Indexing a study folder: images grouped into series and stacks, plane, weighting, slice order.
 
-All series of a study live in one flat folder with meaningless file names (SPEC §2). Plane comes
-from ImageOrientationPatient, weighting from SeriesDescription (else EchoTime/RepetitionTime),
-slice order from ImagePositionPatient projected on the slice normal.
+All series of a study live in one flat folder with meaningless file names (SPEC §2). A series
+(one SeriesInstanceUID) may hold several **stacks**: images of different orientation (a localizer
+or a second stack saved under the same UID, common in RSNA 2024 data, SPEC §6) or of different
+matrix/pixel spacing. Everything that depends on geometry is decided per stack:
+
+* stacks: images whose row and column directions agree within 1° and whose (Rows, Columns,
+  PixelSpacing) agree;
+* plane: from ImageOrientationPatient (the slice normal row × column points mostly along patient
+  x → sagittal, y → coronal, z → axial);
+* weighting: T1/T2 from SeriesDescription where it says so, else EchoTime/RepetitionTime;
+* slice order: ascending dot(ImagePositionPatient, n), n = row direction × column direction —
+  never file names or instance numbers (these only break ties).
+
+A multi-frame file contributes one image per frame (:func:`~spinectx.data.dicom.read_headers`).
 """
 
 from __future__ import annotations
@@ -14,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from spinectx.data.dicom import SliceHeader, read_header
+from spinectx.data.dicom import SliceHeader, read_headers
 from spinectx.data.errors import DataError
 
 _WEIGHTING = re.compile(r"(?<![a-z0-9])t([12])(?![0-9])")
+_SAME_DIRECTION = float(np.cos(np.deg2rad(1.0)))
 
 
 def plane_of(orientation: tuple[float, ...] | None) -> str:
@@ -26,12 +38,22 @@ def plane_of(orientation: tuple[float, ...] | None) -> str:
     The slice normal (row × column direction) points mostly along patient x for sagittal, y for
     coronal, z for axial.
     """
-    if orientation is None:
-        return "unknown"
-    normal = np.cross(np.asarray(orientation[:3]), np.asarray(orientation[3:6]))
-    if not np.isfinite(normal).all() or np.linalg.norm(normal) < 1e-6:
+    normal = slice_normal(orientation)
+    if normal is None:
         return "unknown"
     return ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(normal)))]
+
+
+def slice_normal(orientation: tuple[float, ...] | None) -> np.ndarray | None:
+    """Unit slice normal n = row direction × column direction of ImageOrientationPatient (patient
+    LPS, unitless), or None when the orientation is missing or degenerate."""
+    if orientation is None:
+        return None
+    normal = np.cross(np.asarray(orientation[:3], dtype=np.float64), np.asarray(orientation[3:6], dtype=np.float64))
+    length = float(np.linalg.norm(normal))
+    if not np.isfinite(normal).all() or length < 1e-6:
+        return None
+    return normal / length
 
 
 def weighting_of(description: str, echo_time: float | None, repetition_time: float | None) -> str | None:
@@ -49,11 +71,14 @@ def weighting_of(description: str, echo_time: float | None, repetition_time: flo
 
 
 @dataclass
-class Series:
-    """One series of a study; ``slices`` are ordered along the slice normal, one per instance UID.
+class Stack:
+    """One stack of a series: images of one orientation and geometry, in slice order.
 
-    ``duplicates`` holds further files carrying an instance UID already in ``slices`` (the same
-    frame stored twice), by instance UID: spares when the first copy cannot be decoded.
+    ``slices`` are ordered along the slice normal, one per image (SOP instance UID + frame);
+    ``duplicates`` holds further files carrying an image already in ``slices`` (the same frame
+    stored twice), by image key: spares when the first copy cannot be decoded. ``number`` is the
+    stack's 0-based number within its series (ordered by lowest InstanceNumber), of
+    ``series_stacks``.
     """
 
     series_uid: str
@@ -61,107 +86,185 @@ class Series:
     plane: str
     weighting: str | None
     slices: list[SliceHeader]
-    duplicates: dict[str, list[SliceHeader]] = field(default_factory=dict)
+    duplicates: dict[tuple[str, int | None], list[SliceHeader]] = field(default_factory=dict)
+    number: int = 0
+    series_stacks: int = 1
 
     @property
     def middle(self) -> SliceHeader:
         return self.slices[len(self.slices) // 2]
 
+    @property
+    def name(self) -> str:
+        """The series UID, with ``#<number>`` when its series holds several stacks."""
+        return self.series_uid if self.series_stacks == 1 else f"{self.series_uid}#{self.number}"
+
     def summary(self) -> str:
         """Short description for messages, e.g. ``sagittal T2 'T2_TSE_SAG' (15 slices)``."""
         kind = f"{self.plane} {self.weighting}" if self.weighting else self.plane
         desc = f" '{self.description}'" if self.description else ""
-        return f"{kind}{desc} ({len(self.slices)} slice{'s' if len(self.slices) != 1 else ''})"
+        part = f" stack {self.number + 1}/{self.series_stacks}" if self.series_stacks > 1 else ""
+        return f"{kind}{desc}{part} ({len(self.slices)} slice{'s' if len(self.slices) != 1 else ''})"
 
 
 @dataclass
 class StudyIndex:
-    """All readable series of one study folder, and the files that could not be read."""
+    """All readable images of one study folder as stacks, and the files that could not be read."""
 
     folder: str
     study_uid: str
-    series: dict[str, Series]
+    stacks: list[Stack]
     problems: list[str] = field(default_factory=list)
 
-    def locate(self, instance_uid: str) -> tuple[Series, int] | None:
-        """(series, slice index) of an instance, or None when it is not in this folder."""
-        for s in self.series.values():
-            for i, h in enumerate(s.slices):
-                if h.instance_uid == instance_uid:
-                    return s, i
-        return None
+    @property
+    def series(self) -> dict[str, list[Stack]]:
+        """Stacks by SeriesInstanceUID."""
+        return _by_series(self.stacks)
 
-    def summary(self) -> str:
-        """The study's series for messages, e.g. ``sagittal T1 (15 slices), axial T2 (20 slices)``."""
-        return ", ".join(s.summary() for s in self.series.values()) or "no series"
-
-    def find(self, plane: str, weighting: str | None = None) -> list[Series]:
-        return [s for s in self.series.values() if s.plane == plane and (weighting is None or s.weighting == weighting)]
-
-    def inference_series(self) -> Series:
-        """The series inference uses: T2 sagittal (else any sagittal, most slices first).
+    def locate(self, instance_uid: str, frame: int | None = None) -> tuple[Stack, int] | None:
+        """(stack, slice index) of an image, or None when it is not in this folder. ``frame``
+        picks the frame of a multi-frame instance (ignored for a single-frame one).
 
         Raises:
-            DataError: when the study has no sagittal series.
+            DataError: the instance is a multi-frame file and ``frame`` does not pick one of its
+                frames.
+        """
+        found = [(s, i, h) for s in self.stacks for i, h in enumerate(s.slices) if h.instance_uid == instance_uid]
+        if not found:
+            return None
+        if found[0][2].frame is None:
+            return found[0][0], found[0][1]
+        for s, i, h in found:
+            if h.frame == frame:
+                return s, i
+        n = found[0][2].num_frames
+        which = "no valid zIndex" if frame is None else f"zIndex {frame}, which is not one of its frames"
+        raise DataError(found[0][2].path, f"instance {instance_uid} is a multi-frame file of {n} frames and the "
+                                          f"annotation gives {which} (frames 0 … {n - 1}); cannot tell the annotated frame")
+
+    def summary(self) -> str:
+        """The study's stacks for messages, e.g. ``sagittal T1 (15 slices), axial T2 (20 slices)``."""
+        return ", ".join(s.summary() for s in self.stacks) or "no series"
+
+    def find(self, plane: str, weighting: str | None = None) -> list[Stack]:
+        return [s for s in self.stacks if s.plane == plane and (weighting is None or s.weighting == weighting)]
+
+    def inference_stack(self) -> Stack:
+        """The stack inference uses: a T2 sagittal one (else any sagittal one), most slices first.
+
+        Raises:
+            DataError: when the study has no sagittal stack.
         """
         for candidates in (self.find("sagittal", "T2"), self.find("sagittal")):
             if candidates:
                 return max(candidates, key=lambda s: len(s.slices))
-        planes = sorted({s.plane for s in self.series.values()})
+        planes = sorted({s.plane for s in self.stacks})
         raise DataError(
             self.folder,
             f"no sagittal series in this study (found planes: {', '.join(planes) or 'none'}; series: {self.summary()})",
         )
 
 
-def _slice_position(h: SliceHeader) -> float:
-    if h.orientation is None or h.position is None:
+def slice_position(h: SliceHeader) -> float:
+    """dot(ImagePositionPatient, n) in mm (n: the unit slice normal); the instance number when the
+    geometry is missing."""
+    normal = slice_normal(h.orientation)
+    if normal is None or h.position is None or not np.isfinite(h.position).all():
         return float(h.instance_number or 0)
-    normal = np.cross(np.asarray(h.orientation[:3]), np.asarray(h.orientation[3:6]))
     return float(np.dot(normal, np.asarray(h.position)))
 
 
-def group_series(headers: list[SliceHeader]) -> dict[str, Series]:
-    """Group slice headers by SeriesInstanceUID and order each series along its normal.
+def _spacing(h: SliceHeader) -> tuple[float, ...] | None:
+    if h.pixel_spacing is None or not (np.isfinite(h.pixel_spacing).all() and min(h.pixel_spacing) > 0):
+        return None
+    return tuple(round(v, 3) for v in h.pixel_spacing)
 
-    A file repeating an instance UID already seen in its series (by path order) goes to the
-    series' ``duplicates`` instead of ``slices``.
-    """
+
+def _same_geometry(h: SliceHeader, other: SliceHeader) -> bool:
+    """Same matrix, and the same pixel spacing where both have a usable one (an image with a
+    missing spacing stays with its stack, where the missing value is reported)."""
+    a, b = _spacing(h), _spacing(other)
+    return (h.rows, h.cols) == (other.rows, other.cols) and (a is None or b is None or a == b)
+
+
+def _same_direction(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    ra, ca, rb, cb = (np.asarray(v, dtype=np.float64) for v in (a[:3], a[3:6], b[:3], b[3:6]))
+    ra, ca, rb, cb = (v / max(float(np.linalg.norm(v)), 1e-12) for v in (ra, ca, rb, cb))
+    return float(ra @ rb) >= _SAME_DIRECTION and float(ca @ cb) >= _SAME_DIRECTION
+
+
+def split_stacks(headers: list[SliceHeader]) -> list[list[SliceHeader]]:
+    """Split the images of one series into stacks: same orientation (row and column directions
+    within 1°; images without a usable orientation form a stack of their own) and the same
+    (Rows, Columns, PixelSpacing). Stacks come ordered by their lowest InstanceNumber (then
+    path); images keep their input order within a stack."""
+    groups: list[tuple[tuple | None, list[SliceHeader]]] = []
+    for h in headers:
+        orientation = h.orientation if slice_normal(h.orientation) is not None else None
+        for g_orientation, members in groups:
+            same = (orientation is None and g_orientation is None) or (
+                orientation is not None and g_orientation is not None and _same_direction(orientation, g_orientation))
+            if same and _same_geometry(h, members[0]):
+                members.append(h)
+                break
+        else:
+            groups.append((orientation, [h]))
+    stacks = [members for _, members in groups]
+    return sorted(stacks, key=lambda m: min((h.instance_number if h.instance_number is not None else 1 << 30, h.path)
+                                            for h in m))
+
+
+def _order_stack(members: list[SliceHeader]) -> tuple[list[SliceHeader], dict]:
+    """(slices along the normal, duplicates by image key); the first file of a key by path wins."""
+    slices: list[SliceHeader] = []
+    duplicates: dict[tuple[str, int | None], list[SliceHeader]] = defaultdict(list)
+    seen: set[tuple[str, int | None]] = set()
+    for h in sorted(members, key=lambda h: (h.path, h.frame or 0)):
+        if h.key in seen:
+            duplicates[h.key].append(h)
+        else:
+            seen.add(h.key)
+            slices.append(h)
+    slices.sort(key=lambda h: (slice_position(h), h.instance_number or 0, h.path, h.frame or 0))
+    return slices, dict(duplicates)
+
+
+def group_stacks(headers: list[SliceHeader]) -> list[Stack]:
+    """Group image headers by SeriesInstanceUID, split each series into stacks
+    (:func:`split_stacks`) and order each stack along its normal. A file repeating an image
+    already seen in its stack (by path order) goes to the stack's ``duplicates``."""
     by_series: dict[str, list[SliceHeader]] = defaultdict(list)
     for h in headers:
         by_series[h.series_uid].append(h)
-    out = {}
+    out = []
     for uid, members in by_series.items():
-        slices: list[SliceHeader] = []
-        duplicates: dict[str, list[SliceHeader]] = defaultdict(list)
-        seen: set[str] = set()
-        for h in sorted(members, key=lambda h: h.path):
-            if h.instance_uid in seen:
-                duplicates[h.instance_uid].append(h)
-            else:
-                seen.add(h.instance_uid)
-                slices.append(h)
-        slices.sort(key=lambda h: (_slice_position(h), h.instance_number or 0, h.path))
-        first = slices[0]
-        out[uid] = Series(
-            series_uid=uid,
-            description=first.description,
-            plane=plane_of(first.orientation),
-            weighting=weighting_of(first.description, first.echo_time, first.repetition_time),
-            slices=slices,
-            duplicates=dict(duplicates),
-        )
+        parts = split_stacks(members)
+        for number, part in enumerate(parts):
+            slices, duplicates = _order_stack(part)
+            first = slices[0]
+            out.append(Stack(
+                series_uid=uid,
+                description=first.description,
+                plane=plane_of(first.orientation),
+                weighting=weighting_of(first.description, first.echo_time, first.repetition_time),
+                slices=slices,
+                duplicates=duplicates,
+                number=number,
+                series_stacks=len(parts),
+            ))
     return out
 
 
 def index_study(folder: str | Path) -> StudyIndex:
     """Read the headers of every file in a study folder (no pixel decoding).
 
-    Unreadable files are skipped and listed in ``problems`` (each naming the file), and so are
-    files repeating another file's instance UID (kept as spares, see :class:`Series`).
+    Unreadable files are skipped and listed in ``problems`` (each naming the file and why), and so
+    are files repeating another file's image (kept as spares, see :class:`Stack`); a series split
+    into several stacks is listed too.
 
     Raises:
-        DataError: the folder does not exist or holds no readable DICOM file.
+        DataError: the folder does not exist or holds no readable DICOM file (the message gives
+            the reasons of the first files).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -169,20 +272,36 @@ def index_study(folder: str | Path) -> StudyIndex:
     headers, problems = [], []
     for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         try:
-            headers.append(read_header(path))
+            headers.extend(read_headers(path))
         except DataError as exc:
             problems.append(str(exc))
     if not headers:
-        raise DataError(folder, "no readable DICOM file in this folder" + (f" ({len(problems)} unreadable)" if problems else ""))
+        detail = ""
+        if problems:
+            shown = "; ".join(problems[:3]) + (f"; … {len(problems) - 3} more" if len(problems) > 3 else "")
+            detail = f" ({len(problems)} unreadable: {shown})"
+        raise DataError(folder, "no readable DICOM file in this folder" + detail)
     study_uids = sorted({h.study_uid for h in headers})
     if len(study_uids) > 1:
         problems.append(f"{folder}: files of {len(study_uids)} different studies in one folder; using all of them")
-    series = group_series(headers)
-    for s in series.values():
-        first = {h.instance_uid: h.path for h in s.slices}
-        for uid, copies in s.duplicates.items():
+    stacks = group_stacks(headers)
+    for uid, parts in _by_series(stacks).items():
+        if len(parts) > 1:
+            problems.append(f"{folder}: series {uid} holds {len(parts)} stacks of different orientation or geometry "
+                            f"({'; '.join(s.summary() for s in parts)}); each stack is ordered and used on its own")
+    for s in stacks:
+        first = {h.key: h.path for h in s.slices}
+        for key, copies in s.duplicates.items():
             for h in copies:
+                what = key[0] if key[1] is None else f"{key[0]} frame {key[1]}"
                 problems.append(
-                    f"{h.path}: repeats instance {uid} of {first[uid]}; kept only as a spare should the first not decode"
+                    f"{h.path}: repeats instance {what} of {first[key]}; kept only as a spare should the first not decode"
                 )
-    return StudyIndex(folder=str(folder), study_uid=study_uids[0], series=series, problems=problems)
+    return StudyIndex(folder=str(folder), study_uid=study_uids[0], stacks=stacks, problems=problems)
+
+
+def _by_series(stacks: list[Stack]) -> dict[str, list[Stack]]:
+    out: dict[str, list[Stack]] = defaultdict(list)
+    for s in stacks:
+        out[s.series_uid].append(s)
+    return dict(out)

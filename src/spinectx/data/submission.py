@@ -40,8 +40,10 @@ __all__ = [
     "TIANCHI_CLASS_COUNTS",
     "StudyPrediction",
     "abnormal_tags",
+    "json_ready",
     "read_submission",
     "tags_from_prob",
+    "write_json_atomic",
     "write_submission",
 ]
 
@@ -140,13 +142,28 @@ def tags_from_prob(
     return out
 
 
-def _write_json_atomic(path: Path, payload, indent: int | None = None) -> None:
-    """JSON via a temporary file in the same folder + rename: readers never see a partial file."""
+def json_ready(value):
+    """``value`` with every non-finite float (NaN, ±inf) replaced by None, in nested dicts, lists
+    and tuples: strict JSON has no NaN (``json.dump`` would write the invalid token ``NaN``)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def write_json_atomic(path: str | Path, payload, indent: int | None = None) -> None:
+    """Strict JSON (non-finite floats written as null, see :func:`json_ready`) via a temporary file
+    in the same folder + rename: readers never see a partial file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(json_ready(payload), indent=indent, allow_nan=False)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=indent)
+            fh.write(text)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -178,9 +195,21 @@ def write_submission(
     Landmarks without a predicted location (NaN) are left out. Tags come from
     ``prediction.tags`` when given, else from :func:`tags_from_prob` (``threshold``,
     ``abnormal``). The file is replaced atomically. Returns the path.
+
+    Raises:
+        ValueError: two predictions for one study uid (a study is never written twice), shapes
+            that do not match the landmark set, or a tag outside a group's vocabulary.
     """
     path = Path(path)
     n = len(landmarks)
+    seen: dict[str, int] = {}
+    for i, pred in enumerate(predictions):
+        if pred.study_uid in seen:
+            raise ValueError(
+                f"study {pred.study_uid} is predicted twice (predictions {seen[pred.study_uid]} and {i}); "
+                "a submission holds one entry per study"
+            )
+        seen[pred.study_uid] = i
     studies = []
     for pred in predictions:
         kp, prob = _check_shapes(pred, n)
@@ -211,33 +240,8 @@ def write_submission(
                 ],
             }
         )
-    _write_json_atomic(path, studies)
+    write_json_atomic(path, studies)
     return path
-
-
-def _raw_probs(raw: list, landmarks: LandmarkSet) -> dict[str, dict[str, object]]:
-    """{study uid: {identification: raw "prob" value or None}} following parse_annotations' rules
-    (first study entry, first frame, first point of an identification)."""
-    out: dict[str, dict[str, object]] = {}
-    for entry in raw:
-        if not isinstance(entry, dict) or not entry.get("data"):
-            continue
-        uid = str(entry.get("studyUid", ""))
-        if uid in out:
-            continue
-        found: dict[str, object] = {}
-        frame = entry["data"][0]
-        for ann in frame.get("annotation", []) if isinstance(frame, dict) else []:
-            points = ann.get("data", {}).get("point", []) if isinstance(ann, dict) else []
-            for point in points if isinstance(points, list) else []:
-                tag = point.get("tag") if isinstance(point, dict) else None
-                if not isinstance(tag, dict) or "identification" not in tag:
-                    continue
-                ident = str(tag["identification"])
-                if ident in landmarks.index and ident not in found:
-                    found[ident] = point.get("prob")
-        out[uid] = found
-    return out
 
 
 def read_submission(
@@ -253,8 +257,9 @@ def read_submission(
     P(abnormal) is derived from the tags (1.0 abnormal, 0.0 normal) and ``prob_from_tags`` is
     set. A point with a ``prob`` but no tag gets its tag from :func:`tags_from_prob`
     (``threshold``); a point with neither counts as normal. Everything unusual (identifications
-    outside the landmark set, derived values, repeated studies, bad probabilities) is appended
-    to ``problems``, each naming the file.
+    outside the landmark set, derived values, bad probabilities, and every problem of the parser,
+    among them repeated studies: the first entry counts) is appended to ``problems``, each
+    naming the file.
 
     Raises:
         AnnotationError: unreadable file, malformed JSON or a structure that is not the challenge's.
@@ -267,17 +272,12 @@ def read_submission(
         problems.append(
             f"{path}: identifications outside the landmark set skipped: {dict(sorted(parsed.skipped_identifications.items()))}"
         )
-    raw = json.loads(path.read_text(encoding="utf-8"))  # parse_annotations read it fine already
-    raw_probs = _raw_probs(raw, landmarks)
     default_tags = abnormal_tags(landmarks)
     n = len(landmarks)
     out: dict[str, StudyPrediction] = {}
     derived: Counter = Counter()
     for study in parsed.studies:
         problems.extend(study.problems)
-        if study.study_uid in out:
-            problems.append(f"{path}: study {study.study_uid} appears more than once; keeping the first")
-            continue
         kp = np.full((n, 2), np.nan, dtype=np.float64)
         prob = np.full(n, np.nan, dtype=np.float64)
         tags: list[tuple[str, ...]] = [() for _ in range(n)]
@@ -290,7 +290,7 @@ def read_submission(
             tags[k] = point.tags
             if point.z_index is not None:
                 z_values.append(point.z_index)
-            value = raw_probs.get(study.study_uid, {}).get(name)
+            value = point.extra.get("prob")
             p = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
             if value is not None and not (0.0 <= p <= 1.0):
                 problems.append(f"{path}: study {study.study_uid} {name}: prob {value!r} is not a number in [0, 1]; ignored")

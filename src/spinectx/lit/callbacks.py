@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import tempfile
 from pathlib import Path
 
 import lightning as L
+
+from spinectx.data.submission import write_json_atomic as _write_json
 
 log = logging.getLogger("spinectx")
 
@@ -17,13 +17,17 @@ METRIC_KEYS = ("L-Disc", "L-Vertebra", "C-Disc", "C-Vertebra", "Score")
 
 
 def write_json_atomic(path: str | Path, payload: dict) -> None:
-    """Write JSON via a temporary file + rename, so readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(payload, fh, indent=2)
-    os.replace(tmp, path)
+    """Write indented, strict JSON via a temporary file + rename, so readers never see a partial
+    file. NaN / ±inf (an undefined metric) are written as null."""
+    _write_json(path, payload, indent=2)
+
+
+def percent(value, digits: int = 1) -> str:
+    """A fraction in [0, 1] as a percentage with ``digits`` decimals; ``n/a`` for an undefined
+    metric (None or NaN, e.g. an AUC over one class)."""
+    if value is None or not math.isfinite(float(value)):
+        return "n/a"
+    return f"{100 * float(value):.{digits}f}"
 
 
 class MetricsJson(L.Callback):
@@ -33,6 +37,10 @@ class MetricsJson(L.Callback):
     in [0, 1]), its ``epoch``, the ``monitor`` used, and the per-epoch ``history``. It is
     rewritten after every validation epoch of ``fit``, so a crash never loses finished epochs.
     The history is part of the callback state and survives a resume from checkpoint.
+
+    An undefined metric (NaN, e.g. ``C-<Group>`` when the located landmarks hold one class) is
+    written as null. An epoch whose monitored value is NaN is never the best one (Lightning's
+    ``ModelCheckpoint`` likewise ranks a NaN monitor below every number).
     """
 
     def __init__(self, path: str, monitor: str = "val/Score", mode: str = "max", extra: dict | None = None):
@@ -62,9 +70,9 @@ class MetricsJson(L.Callback):
         if not math.isnan(value) and self._better(value):
             self.best = entry
         self.write()
-        shown = "  ".join(f"{k} {100 * metrics[k]:.1f}" for k in METRIC_KEYS if k in metrics)
-        log.info("epoch %d: %s (best %s %.1f at epoch %d)", entry["epoch"], shown, self.monitor,
-                 100 * self.best[self.key], self.best["epoch"])
+        shown = "  ".join(f"{k} {percent(metrics[k])}" for k in METRIC_KEYS if k in metrics)
+        best = f"{percent(self.best[self.key])} at epoch {self.best['epoch']}" if self.best else "none yet (undefined)"
+        log.info("epoch %d: %s (best %s %s)", entry["epoch"], shown, self.monitor, best)
 
     def write(self) -> None:
         if self.best is None:
