@@ -183,3 +183,57 @@ def test_duplicates_read_and_written_by_the_same_rule(tmp_path, landmarks):
     with pytest.raises(ValueError, match="study A is predicted twice"):
         write_submission(target, [pred, pred], landmarks)
     assert not target.exists()
+
+
+def test_a_point_without_a_class_is_reported_and_keeps_its_location(tmp_path, landmarks):
+    """``null``, ``""``, a class under the other group's key, no class key: each once silently
+    unknown, now one problem line per point naming file, study, landmark and what was found."""
+    no_key = point("L3")
+    del no_key["tag"]["vertebra"]
+    wrong_group = point("L4")
+    wrong_group["tag"] = {"identification": "L4", "disc": "v2"}  # a vertebra's class written under "disc"
+    path = write(tmp_path, [study("1.2.3", item(point("L1", None), point("L1-L2", ""), point("L2-L3", "  "), no_key,
+                                                wrong_group, point("L5", "v2")))])
+    s = parse_annotations(path, landmarks).studies[0]
+    assert set(s.points) == {"L1", "L1-L2", "L2-L3", "L3", "L4", "L5"}  # every location kept
+    assert all(s.points[n].tags == () for n in ("L1", "L1-L2", "L2-L3", "L3", "L4")) and s.points["L5"].tags == ("v2",)
+    assert s.points["L4"].coord == (10.0, 20.0)
+    expected = {
+        "L1": "no class: tag.vertebra is null",
+        "L1-L2": 'no class: tag.disc is "" (string)',
+        "L2-L3": 'no class: tag.disc is "  " (string)',
+        "L3": "no class under tag.vertebra (tag keys: identification)",
+        "L4": "no class under tag.vertebra (tag keys: identification, disc)",
+    }
+    for name, found in expected.items():
+        line = only(s.problems, f": {name}: ")
+        for word in (str(path), "entry 0", "studyUid 1.2.3", found, "location kept, class unknown"):
+            assert word in line, (word, line)
+    assert len(s.problems) == 5
+
+
+def test_a_submission_may_leave_the_class_to_its_prob(tmp_path, landmarks):
+    from spinectx.data.submission import read_submission
+
+    bare = point("L1", prob=0.9)
+    del bare["tag"]["vertebra"]
+    path = write(tmp_path, [study("A", item(bare, point("L2", None, prob=0.1)))])
+    problems: list[str] = []
+    read = read_submission(path, landmarks, problems)
+    assert read["A"].tags[landmarks.index["L1"]] == ("v2",) and read["A"].tags[landmarks.index["L2"]] == ("v1",)
+    assert not any("no class" in p for p in problems)  # optional there: one summary line instead
+    assert any("2 point(s) without a tag: tag derived from 'prob'" in p for p in problems)
+
+
+def test_uids_with_surrounding_whitespace_are_stripped_with_a_note(tmp_path, landmarks):
+    entries = [study(" 1.2.3\n", item(point("L1")), series="se ", instance="\tin"), study("1.2.3", item(point("L2")))]
+    path = write(tmp_path, entries)
+    parsed = parse_annotations(path, landmarks)
+    (s,) = parsed.studies
+    assert (s.study_uid, s.series_uid, s.instance_uid) == ("1.2.3", "se", "in") and set(s.points) == {"L1"}
+    for field_name, raw in (("studyUid", '" 1.2.3\\n"'), ("data[0].seriesUid", '"se "'), ("data[0].instanceUid", '"\\tin"')):
+        line = only(s.problems, f"{field_name} {raw}")
+        assert str(path) in line and "entry 0" in line and "surrounding whitespace" in line, line
+    assert "appears more than once (entries 0 and 1)" in only(parsed.problems, "1.2.3")  # one study, not two
+    blank = parse_annotations(write(tmp_path, [study("  ", item(point("L1"))), study("x")], name="blank.json"), landmarks)
+    assert [t.study_uid for t in blank.studies] == ["x"] and "studyUid is blank" in only(blank.problems, "entry 0")

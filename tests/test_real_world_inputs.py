@@ -334,7 +334,7 @@ def test_duplicate_study_folder_and_split_follow_one_rule(root, landmarks, tmp_p
     index = build_index(root, ["lumbar_train", "lumbar_extra"], landmarks)
     uids = [r.study_uid for r in index.records]
     assert len(uids) == len(set(uids)) == len(entries)
-    assert problems_with(index, "zz_copy_of_study", str(folder), "first folder counts")
+    assert problems_with(index, "zz_copy_of_study", str(folder), "the folder with the most images counts")
     assert problems_with(index, "lumbar_extra_annotation.json", "lumbar_train_annotation.json", entries[0]["studyUid"])
     assert record_of(index, entries[0]["studyUid"]).folder == str(folder)
     train, val = split_studies(uids, 4, 0)
@@ -342,7 +342,7 @@ def test_duplicate_study_folder_and_split_follow_one_rule(root, landmarks, tmp_p
 
     targets, notes = find_targets(root / "lumbar_train")  # prediction: one target per study
     assert len(targets) == len({t.study_uid for t in targets}) == len(entries)
-    assert any("zz_copy_of_study" in p and "not predicted" in p for p in notes)
+    assert any("zz_copy_of_study" in p and "ignored" in p for p in notes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -420,7 +420,7 @@ def test_one_dataset_with_every_fault_reports_trains_and_predicts(root, landmark
     assert report["totals"]["studies"] == len(entries) - 1 and report["skipped_studies"] == [entries[4]["studyUid"]]
     assert any("holds 2 stacks" in p and stack0.series_uid in p for p in problems)
     assert any(p.startswith(stack4.slices[i4].path + ":") and "BitsStored" in p for p in problems)
-    assert any("zz_copy" in p and "first folder counts" in p for p in problems)
+    assert any("zz_copy" in p and "most images counts" in p for p in problems)
     assert "problem:" in proc.stdout
 
     cfg = make_cfg(tmp_path, root, ["+trainer.fast_dev_run=2", "evaluate=false", "data.splits=[lumbar_train]",
@@ -434,3 +434,165 @@ def plane_is_sagittal(target) -> bool:
     from spinectx.data.study import plane_of
 
     return plane_of(read_headers(target.path)[target.frame or 0].orientation) == "sagittal"
+
+
+# --------------------------------------------------------------------------------------------
+# follow-ups found by trying to break the above
+
+
+def test_a_malformed_header_element_costs_its_file_only(root, landmarks):
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    entry = load_ann(root)[0]
+    folder, idx, stack, i = study_of(root, entry)
+    victim = stack.slices[0 if i else 1].path
+    ds = pydicom.dcmread(victim)
+    ds[0x00280010] = RawDataElement(Tag(0x00280010), "US", 1, b"\x01", 0, False, True)  # Rows of 1 byte
+    ds.save_as(victim)
+    index = build_index(root, ["lumbar_train"], landmarks)
+    assert record_of(index, entry["studyUid"]) is not None
+    assert problems_with(index, victim, "unreadable DICOM header element")
+
+
+def test_enhanced_files_of_one_frame_each_take_their_geometry_from_the_groups(root, landmarks):
+    entries = load_ann(root)
+    entry = entries[2]
+    folder, idx, stack, i = study_of(root, entry)
+    for j, h in enumerate(list(stack.slices)):
+        one = type(stack)(stack.series_uid, stack.description, stack.plane, stack.weighting, [h])
+        ds = to_enhanced(one, folder / f"enh{j}.dcm", [0])
+        Path(h.path).unlink()
+        if j == i:
+            entry["data"][0]["instanceUid"] = ds.SOPInstanceUID
+    save_ann(root, entries)
+    rec = record_of(build_index(root, ["lumbar_train"], landmarks), entry["studyUid"])
+    assert rec is not None and rec.slice_index == i and rec.frame_ref.frame is None
+    assert find_targets(folder)[0][0].series_uid == stack.series_uid  # the T2 stack, not T1
+
+
+def test_pixel_data_a_few_columns_too_long_is_refused(root):
+    entry = load_ann(root)[4]
+    _, _, stack, i = study_of(root, entry)
+    ds = pydicom.dcmread(stack.slices[i].path)
+    ds.Columns = int(ds.Columns) - 32  # the data still holds the old width: rows would shear
+    ds.save_as(stack.slices[i].path)
+    with pytest.raises(DicomError, match="does not describe the data"):
+        check_frame(stack.slices[i].path)
+
+
+def test_spacings_differing_in_the_8th_digit_stay_one_stack(root, landmarks):
+    entry = load_ann(root)[0]
+    folder, idx, stack, i = study_of(root, entry)
+    for h in stack.slices[::2]:
+        ds = pydicom.dcmread(h.path)
+        ds.PixelSpacing = [float(v) * (1 - 1e-8) for v in ds.PixelSpacing]
+        ds.save_as(h.path)
+    assert len(index_study(folder).series[stack.series_uid]) == 1
+
+
+def test_a_study_whose_points_are_all_rejected_says_why(root, landmarks):
+    entries = load_ann(root)
+    for point in entries[0]["data"][0]["annotation"][0]["data"]["point"]:
+        point["coord"] = [str(v) for v in point["coord"]]
+    save_ann(root, entries)
+    index = build_index(root, ["lumbar_train"], landmarks)
+    skip = problems_with(index, entries[0]["studyUid"], "skipped")
+    assert skip and "every point of the annotation was rejected" in skip[-1] and "coord" in skip[-1]
+    assert len(problems_with(index, "lumbar_train_annotation.json", "coord")) >= 11  # each point's own reason
+
+
+def test_points_on_other_frames_of_a_multi_frame_file_are_masked_and_reported(root, landmarks):
+    entries = load_ann(root)
+    entry = entries[2]
+    folder, idx, stack, i = study_of(root, entry)
+    enhanced = to_enhanced(stack, folder / "enhanced.dcm", list(range(len(stack.slices))))
+    for h in stack.slices:
+        Path(h.path).unlink()
+    entry["data"][0]["instanceUid"] = enhanced.SOPInstanceUID
+    points = entry["data"][0]["annotation"][0]["data"]["point"]
+    for k, point in enumerate(points):
+        point["zIndex"] = i if k >= 3 else i + 1
+    save_ann(root, entries)
+    index = build_index(root, ["lumbar_train"], landmarks)
+    rec = record_of(index, entry["studyUid"])
+    assert rec.frame_ref.frame == i and int(np.isfinite(rec.keypoints).all(-1).sum()) == len(points) - 3
+    assert problems_with(index, "lie on other frames", "masked")
+
+
+def test_a_partial_copy_of_a_study_never_wins_over_the_complete_one(root, landmarks):
+    entry = load_ann(root)[0]
+    folder, idx, stack, i = study_of(root, entry)
+    partial = root / "lumbar_train" / "aaa_backup"  # sorts first, holds 3 files, not the annotated one
+    partial.mkdir()
+    for h in [h for h in stack.slices if h.instance_uid != entry["data"][0]["instanceUid"]][:3]:
+        shutil.copy(h.path, partial)
+    index = build_index(root, ["lumbar_train"], landmarks)
+    assert record_of(index, entry["studyUid"]).folder == str(folder)
+    targets, _ = find_targets(root / "lumbar_train")
+    assert next(t for t in targets if t.study_uid == entry["studyUid"]).path.startswith(str(folder))
+
+
+def test_prediction_reads_a_spare_copy_when_the_first_file_is_broken(root):
+    from spinectx.inference import read_target
+
+    entry = load_ann(root)[0]
+    folder, *_ = study_of(root, entry)
+    target = find_targets(folder)[0][0]
+    data = open(target.path, "rb").read()
+    (folder / "aaa_copy.dcm").write_bytes(data[: len(data) // 2])  # a truncated copy sorts first
+    target = find_targets(folder)[0][0]
+    assert target.path.endswith("aaa_copy.dcm") and target.spares
+    image, notes = read_target(target)
+    assert image.shape == read_frame(target.spares[0]).shape and "read from its copy" in notes[0]
+
+
+def test_a_folder_holding_two_studies_gives_both(root, landmarks):
+    entries = load_ann(root)
+    folder0, *_ = study_of(root, entries[0])
+    folder1, *_ = study_of(root, entries[1])
+    for f in folder1.iterdir():
+        f.rename(folder0 / f"other_{f.name}")
+    folder1.rmdir()
+    index = build_index(root, ["lumbar_train"], landmarks)
+    assert record_of(index, entries[0]["studyUid"]) and record_of(index, entries[1]["studyUid"])
+    assert {t.study_uid for t in find_targets(folder0)[0]} == {entries[0]["studyUid"], entries[1]["studyUid"]}
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_study_folders_deeper_are_found_beside_stray_files(root, landmarks, depth):
+    split = root / "lumbar_train"
+    deeper = split.joinpath(*["x"] * depth)
+    deeper.mkdir(parents=True)
+    (split / "x" / "README.txt").write_text("unzipped")
+    for study in sorted(p for p in split.iterdir() if p.is_dir() and p.name != "x"):
+        study.rename(deeper / study.name)
+    first = check_dataset(str(root), ["lumbar_train"], TIANCHI_LANDMARKS)["problems"][0]
+    assert ("one level deeper" if depth == 1 else "2 levels deeper") in first and str(deeper) in first
+
+
+def test_two_acquisitions_in_one_series_split_by_echo_time(root):
+    entry = load_ann(root)[0]
+    folder, idx, stack, i = study_of(root, entry)
+    for h in stack.slices:  # a second echo at the same positions, same series UID
+        ds = pydicom.dcmread(h.path)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.EchoTime = float(ds.EchoTime) + 40
+        ds.save_as(folder / f"echo2_{Path(h.path).name}")
+    parts = index_study(folder).series[stack.series_uid]
+    assert len(parts) == 2 and all(len(p.slices) == len(stack.slices) for p in parts)
+    for h in stack.slices:  # a third copy that nothing separates: kept together, reported
+        ds = pydicom.dcmread(h.path)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.save_as(folder / f"again_{Path(h.path).name}")
+    assert any("slice position another image already holds" in p for p in index_study(folder).problems)
+
+
+def test_enhanced_file_with_too_few_per_frame_items_is_refused(root):
+    entry = load_ann(root)[2]
+    folder, idx, stack, i = study_of(root, entry)
+    ds = to_enhanced(stack, folder / "enhanced.dcm", list(range(len(stack.slices))))
+    del ds.PerFrameFunctionalGroupsSequence[-1]
+    ds.save_as(folder / "enhanced.dcm")
+    with pytest.raises(DicomError, match="PerFrameFunctionalGroupsSequence has .* items for .* frames"):
+        read_headers(folder / "enhanced.dcm")

@@ -359,3 +359,83 @@ def test_score_writes_null_with_a_reason_for_an_undefined_auc(tmp_path, scored_p
     print_report(report, landmarks)
     shown = capsys.readouterr().out
     assert "n/a" in shown and "C-Vertebra n/a: the" in shown
+
+
+def test_macro_f1_is_undefined_when_the_ground_truth_has_no_class(tmp_path, scored_pair, landmarks, capsys):
+    """Locations but no class tag at all: every class has support 0, so the challenge metric has
+    nothing to average. Once printed as macro-F1 0.00 with per-class zeros; now null with a reason,
+    ``n/a`` when printed. The table metric (localisation) is still scored."""
+    from spinectx.cli.score import print_report, score_submission
+    from spinectx.data.submission import write_json_atomic
+
+    images, gt_file, pred_file = scored_pair
+    gt = json.loads(gt_file.read_text())
+    for entry in gt:
+        for p in entry["data"][0]["annotation"][0]["data"]["point"]:
+            group = "vertebra" if "vertebra" in p["tag"] else "disc"
+            p["tag"][group] = None if group == "disc" else ""
+    untagged = tmp_path / "untagged.json"
+    untagged.write_text(json.dumps(gt))
+    report = score_submission(pred_file, untagged, images, landmarks)
+    assert report["challenge"]["macro_f1"] is None and report["L-Disc"] == 1.0 and report["L-Vertebra"] == 1.0
+    assert "none with a class tag" in report["undefined"]["macro-F1"]
+    assert all(c["support"] == 0 and c["f1"] == 0.0 for c in report["challenge"]["per_class"].values())
+    assert any("no class: tag.disc is null" in p and str(untagged) in p for p in report["problems"])  # and said so
+    out = tmp_path / "score.json"
+    write_json_atomic(out, report, indent=2)
+    assert _strict_json(out)["challenge"]["macro_f1"] is None
+    print_report(report, landmarks)
+    shown = capsys.readouterr().out
+    assert "macro-F1 n/a: no ground-truth class to score" in shown and "per class" not in shown
+    # the metric itself: no tag anywhere → undefined; one tagged landmark → defined (absent classes count 0)
+    n, k = 1, len(landmarks)
+    kp, spacing = np.zeros((n, k, 2)), np.ones((n, 2))
+    empty = challenge_metric(kp, [[None] * k], kp, [[()] * k], spacing, landmarks)
+    assert empty["macro_f1"] is None and "1 stud" in empty["undefined"]["macro_f1"]
+    one = [[()] * k]
+    one[0][landmarks.index["L1"]] = ("v1",)
+    defined = challenge_metric(kp, [["v1"] * k], kp, one, spacing, landmarks)
+    assert defined["undefined"] == {} and defined["macro_f1"] == pytest.approx(1 / len(challenge_classes(landmarks)))
+
+
+def test_a_prediction_on_another_frame_of_a_multi_frame_file_is_reported(tmp_path, scored_pair, landmarks):
+    """The annotated T2 stack stored as one Enhanced MR file: a prediction naming the same instance
+    but another frame (its zIndex) is a problem line, as another instance already was."""
+    import shutil
+
+    from spinectx.cli.score import score_submission
+    from spinectx.data.records import build_index
+    from spinectx.data.study import index_study
+    from tests.test_real_world_inputs import to_enhanced
+
+    images, gt_file, _ = scored_pair
+    root = tmp_path / "ds"
+    shutil.copytree(images, root)
+    gt = json.loads(gt_file.read_text())
+    entry = gt[0]
+    folder = next(f for f in sorted((root / "lumbar_train").iterdir()) if index_study(f).study_uid == entry["studyUid"])
+    stack, i = index_study(folder).locate(entry["data"][0]["instanceUid"])
+    enhanced = to_enhanced(stack, folder / "enhanced.dcm", list(range(len(stack.slices))))  # frame f = slice f
+    for h in stack.slices:
+        Path(h.path).unlink()
+    entry["data"][0]["instanceUid"] = enhanced.SOPInstanceUID
+    for p in entry["data"][0]["annotation"][0]["data"]["point"]:
+        p["zIndex"] = i
+    gt_multi = root / "lumbar_train_annotation.json"
+    gt_multi.write_text(json.dumps(gt))
+    records = {r.study_uid: r for r in build_index(root, ["lumbar_train"], landmarks).records}
+    assert records[entry["studyUid"]].frame_ref.frame == i
+
+    def scored(frame):
+        preds = [StudyPrediction(r.study_uid, r.series_uid, r.instance_uid, r.keypoints.astype(np.float64),
+                                 np.full(len(landmarks), 0.5), z_index=frame if r.study_uid == entry["studyUid"] else None)
+                 for r in records.values()]
+        pred = write_submission(tmp_path / f"pred{frame}.json", preds, landmarks)
+        return [p for p in score_submission(pred, gt_multi, root, landmarks)["problems"] if "frame" in p]
+
+    assert scored(i) == []  # the annotated frame: nothing to say (and single-frame studies are never flagged)
+    (line,) = scored(i + 1)
+    assert f"study {entry['studyUid']} predicted on frame {i + 1} of the multi-frame instance {enhanced.SOPInstanceUID}" in line
+    assert f"annotated on frame {i}" in line
+    (line,) = scored(None)
+    assert "without zIndex" in line and f"annotated on frame {i}" in line

@@ -412,6 +412,30 @@ def test_job_dirname_is_a_bounded_safe_folder_name(tmp_path):
     assert len([d for d in tmp_path.iterdir() if d.is_dir()]) == len(variants)
 
 
+def test_job_dirname_keeps_the_sweep_axes_and_short_keys_readable():
+    """~13 overrides, an absolute data.root and several top-level settings: the short form once
+    kept deep or long items while the fold (and the method) fell out, so cells differed only by
+    hash. Paths go first, then the longest keys; method, fold and fraction always stay."""
+    from spinectx.cli import job_dirname
+
+    extra = ["experiment=data_fraction", "method=simplebaseline_r18_msc", "logger=none", "trainer=cpu",
+             "overlay_studies=0", "skip_finished=true", "data.fraction=0.25", "data.root=/home/user/data/tianchi_spine",
+             "paths.root_dir=/scratch/user/spinectx"]
+    names = {fold: job_dirname(",".join(sorted([*MANY_OVERRIDES, *extra, f"data.fold={fold}"]))) for fold in range(4)}
+    for fold, name in names.items():
+        assert f"data.fold={fold}" in name and "method=simplebaseline_r18_msc" in name and "data.fraction=0.25" in name
+        assert "tianchi_spine" not in name and "scratch" not in name  # path-valued items dropped first
+        assert "data.augment.bias_field_coef" not in name  # a long key before short ones
+        assert "logger=none" in name and "seed=7" in name
+    assert len(set(names.values())) == 4
+    # a name never starts with '-' or '.', even when the overrides do
+    for odd in ("-x=1", ".x=1", "--help", "..", ".hidden=1,a=2", "-" * 300):
+        name = job_dirname(odd)
+        assert name[0] not in "-." and "/" not in name and 0 < len(name) <= 120, (odd, name)
+    assert job_dirname("-x=1").startswith("x=1-") and job_dirname("-x=1") != job_dirname("x=1")
+    assert job_dirname("x=1") == "x=1"  # a safe name stays as it was
+
+
 @pytest.mark.parametrize("experiment", ["table1", "table2", "data_fraction"])
 @pytest.mark.parametrize("launcher", ["basic", "local", "slurm"])
 def test_every_sweep_experiment_names_its_cells_with_job_dirname(experiment, launcher):

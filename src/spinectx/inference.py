@@ -18,7 +18,8 @@ import torch
 from spinectx.data.cache import normalise_intensity
 from spinectx.data.dicom import FrameRef, read_frame, read_headers
 from spinectx.data.errors import DataError
-from spinectx.data.study import Stack, StudyIndex, group_stacks, index_study, plane_of
+from spinectx.data.records import layout_problem
+from spinectx.data.study import Stack, StudyIndex, group_stacks, index_folder, plane_of, unique_studies
 from spinectx.data.submission import StudyPrediction
 from spinectx.data.transforms import resize_image
 
@@ -27,13 +28,24 @@ log = logging.getLogger(__name__)
 
 def load_module(ckpt_path: str | Path, device: str | torch.device = "cpu", tta: bool | None = None):
     """A :class:`~spinectx.lit.LandmarkModule` rebuilt from its checkpoint alone, in eval mode.
-    ``tta`` overrides the checkpoint's flip-averaging setting when not None."""
+    ``tta`` overrides the checkpoint's flip-averaging setting when not None.
+
+    Raises:
+        FileNotFoundError: no file at ``ckpt_path``.
+        CheckpointError: a file that is not a readable spinectx checkpoint (text, truncated,
+            empty, a bare state dict); the message names the file.
+    """
+    from spinectx.checkpoint import read_checkpoint
     from spinectx.lit.module import LandmarkModule
 
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    module = LandmarkModule.load_from_checkpoint(path, map_location=device)
+    try:
+        module = LandmarkModule.load_from_checkpoint(path, map_location=device)
+    except Exception:
+        read_checkpoint(path)  # raises CheckpointError when the file itself is the problem
+        raise  # a readable checkpoint that still fails to load: not an input problem we can name
     if tta is not None:
         module.hparams.tta = bool(tta)
     return module.eval()
@@ -63,6 +75,7 @@ class Target:
     instance_uid: str
     z_index: int | None
     frame: int | None = None
+    spares: tuple[FrameRef, ...] = ()  # other files holding the same image, tried when this one fails
 
     @property
     def ref(self) -> FrameRef:
@@ -71,7 +84,24 @@ class Target:
 
 def _target(stack: Stack, z: int) -> Target:
     h = stack.slices[z]
-    return Target(h.path, h.study_uid, h.series_uid, h.instance_uid, h.frame if h.frame is not None else z, h.frame)
+    spares = tuple(d.ref for d in stack.duplicates.get(h.key, []))
+    return Target(h.path, h.study_uid, h.series_uid, h.instance_uid, h.frame if h.frame is not None else z, h.frame,
+                  spares)
+
+
+def read_target(target: Target) -> tuple[np.ndarray, list[str]]:
+    """Decode a target's image, from a spare copy when its file fails (as training does) →
+    (float32 [H, W], notes). Raises the first file's DicomError when no copy decodes."""
+    try:
+        return read_frame(target.ref), []
+    except DataError as exc:
+        first = exc
+    for spare in target.spares:
+        try:
+            return read_frame(spare), [f"{first}; read from its copy {spare}"]
+        except DataError:
+            continue
+    raise first
 
 
 def target_of_study(index: StudyIndex) -> Target:
@@ -106,9 +136,10 @@ def find_targets(input_path: str | Path) -> tuple[list[Target], list[str]]:
 
     Accepts a folder of study folders (the challenge layout, e.g. ``lumbar_testA50/``), one
     study folder, one series folder (any folder whose files are DICOM), or one DICOM file.
-    Studies that cannot be used are skipped and listed in ``problems``. A study found in two
-    folders is predicted once, from the first folder in sorted order (the duplicates rule of
-    :func:`~spinectx.data.records.register_study`); the other is listed.
+    Studies that cannot be used are skipped and listed in ``problems``. A folder holding files of
+    several studies gives one target per study; a study found in several folders is predicted
+    once, under the duplicates rule of :func:`~spinectx.data.study.unique_studies` (the copy
+    with the most images counts; the others are listed).
     """
     path = Path(input_path)
     if not path.exists():
@@ -118,26 +149,28 @@ def find_targets(input_path: str | Path) -> tuple[list[Target], list[str]]:
         return [target], problems
     subfolders = sorted(p for p in path.iterdir() if p.is_dir())
     folders = subfolders if subfolders else [path]
-    targets, problems = [], []
-    first_folder: dict[str, str] = {}
+    indexes, problems = [], []
     for folder in folders:
         try:
-            index = index_study(folder)
+            found = index_folder(folder)
         except DataError as exc:
             problems.append(str(exc))
             log.warning("skipping %s", exc)
             continue
-        if index.study_uid in first_folder:
-            problems.append(f"{folder}: holds study {index.study_uid} again (first found in {first_folder[index.study_uid]}); "
-                            "the first folder counts, this one is not predicted")
-            continue
-        first_folder[index.study_uid] = str(folder)
-        problems.extend(index.problems)
+        for idx in found:
+            problems.extend(idx.problems)
+        indexes.extend(found)
+    targets = []
+    for idx in unique_studies(indexes, problems).values():
         try:
-            targets.append(target_of_study(index))
+            targets.append(target_of_study(idx))
         except DataError as exc:
             problems.append(str(exc))
             log.warning("skipping %s", exc)
+    if not targets and subfolders:
+        hint = layout_problem(path)
+        if hint:
+            problems.insert(0, hint)
     return targets, problems
 
 
@@ -154,7 +187,8 @@ def predict_targets(module, targets: list[Target], batch_size: int = 8,
         chunk, images, shapes = [], [], []
         for t in targets[start:start + batch_size]:
             try:
-                frame = read_frame(t.ref)
+                frame, notes = read_target(t)
+                problems.extend(notes)
             except DataError as exc:
                 problems.append(f"{exc}; study {t.study_uid} not predicted")
                 continue

@@ -34,7 +34,9 @@ CONF_DIR = config_dir()
 
 JOB_DIRNAME_MAX = 120     # bytes; file systems allow 255 per path component
 JOB_DIRNAME_HASH = 12     # hex digits of the SHA-1 of the full override string
-_SAFE_DIRNAME = re.compile(r"[A-Za-z0-9_+~@,=-][A-Za-z0-9._+~@,=-]*", re.ASCII)
+_SAFE_DIRNAME = re.compile(r"[A-Za-z0-9_+~@,=][A-Za-z0-9._+~@,=-]*", re.ASCII)  # never starts with '-' or '.'
+#: the paper sweeps' axes: kept first in a shortened job folder name
+JOB_DIRNAME_AXES = ("method", "data.fold", "data.fraction")
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._+~@,=-]+", re.ASCII)
 
 
@@ -48,9 +50,12 @@ def job_dirname(overrides: str) -> str:
     keep their names. Any other string becomes ``<short form>-<hash>``. The hash is the first 12
     hex digits of the SHA-1 of the full string: the name is deterministic, and distinct overrides
     give distinct names. The short form lists the overrides in their order, every run of other
-    characters (``/`` included) made ``_``, leaving out what does not fit (deepest keys first,
-    then the longest items, typically paths), so top-level choices such as ``method=...`` stay
-    readable. An empty string gives ``"no-overrides"``.
+    characters (``/`` included) made ``_``, leaving out what does not fit: path-valued items
+    (holding ``/``) first, then the items with the longest keys (deep settings such as
+    ``data.augment.bias_field_coef=0.2``), the longest items among equal keys. The sweep axes
+    (``JOB_DIRNAME_AXES``: ``method``, ``data.fold``, ``data.fraction``) are kept before any other
+    item, so cells of a sweep differ readably, not only by hash. A name never starts with ``-`` or
+    ``.`` (leading ones are dropped from the short form). An empty string gives ``"no-overrides"``.
 
     Hydra writes a job's full overrides to ``<job dir>/.hydra/overrides.yaml``; spinectx finds
     earlier runs through that file and ``metrics.json``, never by parsing folder names. Used in
@@ -64,10 +69,15 @@ def job_dirname(overrides: str) -> str:
         return overrides
     digest = hashlib.sha1(overrides.encode("utf-8")).hexdigest()[:JOB_DIRNAME_HASH]
     room = JOB_DIRNAME_MAX - JOB_DIRNAME_HASH - 1
-    items = [_UNSAFE_RUN.sub("_", item) for item in overrides.split(",")]
+    raw = overrides.split(",")
+    items = [_UNSAFE_RUN.sub("_", item) for item in raw]
+
+    def priority(i: int) -> tuple:  # kept first: no path, a sweep axis, a short key, a short item
+        key = raw[i].split("=")[0]
+        return "/" in raw[i], key.lstrip("+~") not in JOB_DIRNAME_AXES, len(key), len(raw[i])
+
     kept, used = set(), -1
-    # the shallowest keys first (config groups such as method=, data.fold=), then the shortest items
-    for i in sorted(range(len(items)), key=lambda i: (items[i].split("=")[0].count("."), len(items[i]))):
+    for i in sorted(range(len(items)), key=priority):
         if used + 1 + len(items[i]) > room:
             continue
         kept.add(i)

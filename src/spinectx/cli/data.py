@@ -19,21 +19,33 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from spinectx.cli import CONF_DIR
-from spinectx.cli.failure import fail_cleanly
+from spinectx.cli.failure import check_output_file, fail_cleanly
 
 log = logging.getLogger("spinectx.data")
 
 
-def check_dataset(root: str, splits: list[str], landmarks_cfg: dict) -> dict:
-    """The dataset report as a JSON-ready dict."""
+def check_dataset(root: str, splits: str | list[str], landmarks_cfg: dict) -> dict:
+    """The dataset report as a JSON-ready dict. ``splits``: split names; one name given as a
+    string (``splits=lumbar_train``) is that one split.
+
+    Raises:
+        ConfigError: ``splits`` empty or not names.
+        DataError: the dataset root or a split cannot be read (see ``build_index``).
+    """
+    from spinectx.data.errors import ConfigError
     from spinectx.data.landmarks import LandmarkSet
     from spinectx.data.records import build_index
 
+    if isinstance(splits, str):
+        splits = [splits]
+    if not isinstance(splits, (list, tuple)) or not splits or not all(isinstance(s, str) and s for s in splits):
+        raise ConfigError(f"splits must be split names such as [lumbar_train], got {splits!r}")
+    splits = list(splits)
     landmarks = LandmarkSet.from_config(landmarks_cfg)
     index = build_index(root, splits, landmarks)
     return {
         "root": str(root),
-        "splits": list(splits),
+        "splits": splits,
         "landmarks": list(landmarks.names),
         "totals": index.totals(landmarks),
         "studies": [r.to_json(landmarks) for r in index.records],
@@ -45,8 +57,10 @@ def check_dataset(root: str, splits: list[str], landmarks_cfg: dict) -> dict:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="data_check")
 @fail_cleanly("spinectx-data")
 def main(cfg: DictConfig) -> None:
-    report = check_dataset(cfg.root, list(cfg.splits), OmegaConf.to_container(cfg.landmarks, resolve=True))
-    with open(cfg.out, "w") as fh:
+    out = check_output_file(cfg.out, "out")
+    splits = OmegaConf.to_container(cfg.splits, resolve=True) if OmegaConf.is_list(cfg.splits) else cfg.splits
+    report = check_dataset(cfg.root, splits, OmegaConf.to_container(cfg.landmarks, resolve=True))
+    with open(out, "w") as fh:
         json.dump(report, fh, indent=2)
     print(json.dumps(report["totals"], indent=2))
     shown = 20

@@ -95,7 +95,8 @@ def plot_confusion(challenge: dict, path: Path) -> Path:
         for j in range(len(cols)):
             ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center",
                     color="white" if matrix[i, j] > matrix.max() / 2 else "black", fontsize=8)
-    ax.set_title(f"challenge confusion matrix, macro-F1 {challenge['macro_f1']:.3f}")
+    macro = challenge["macro_f1"]
+    ax.set_title(f"challenge confusion matrix, macro-F1 {'n/a' if macro is None else f'{macro:.3f}'}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -110,7 +111,15 @@ def evaluate(cfg: DictConfig) -> dict:
     from spinectx.metrics.challenge import challenge_metric
     from spinectx.viz import draw_predictions
 
+    from spinectx.data.folds import check_folds
+
+    from spinectx.data.errors import config_float, config_int
+
     output_dir = Path(cfg.paths.output_dir)
+    # bad settings fail before the model loads
+    check_folds(cfg.data.num_folds, cfg.data.fold, cfg.data.fraction)
+    threshold_mm = config_float("threshold_mm", cfg.threshold_mm, low=0.0, what="a positive distance in mm")
+    overlay_studies = config_int("overlay_studies", cfg.overlay_studies, minimum=0)
     module = load_module(cfg.ckpt_path, tta=cfg.tta)
     size = cfg.data.image_size or module.hparams.get("input_size")
     if not size:
@@ -121,7 +130,7 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.setup("validate")
     if cfg.all_studies:
         datamodule.val_set = datamodule.all_studies()
-    what = f"all {len(datamodule.val_set)} studies of {list(cfg.data.splits)}" if cfg.all_studies else \
+    what = f"all {len(datamodule.val_set)} studies of {datamodule.splits}" if cfg.all_studies else \
         f"held-out fold {cfg.data.fold} ({len(datamodule.val_set)} studies)"
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[], enable_progress_bar=False)
     validated = trainer.validate(module, datamodule=datamodule, verbose=False)
@@ -132,15 +141,15 @@ def evaluate(cfg: DictConfig) -> dict:
     c = collect(module, datamodule.val_set, int(cfg.data.get("val_batch_size") or cfg.data.batch_size))
     pred_tags = [tags_from_prob(p, module.landmarks) for p in c["prob"]]
     challenge = challenge_metric(c["keypoints"], pred_tags, c["truth"], c["tags"], c["spacing"], module.landmarks,
-                                 float(cfg.threshold_mm))
-    rows = per_landmark_rows(c, list(module.landmarks.names), float(cfg.threshold_mm))
+                                 threshold_mm)
+    rows = per_landmark_rows(c, list(module.landmarks.names), threshold_mm)
     output_dir.mkdir(parents=True, exist_ok=True)
     with (output_dir / "per_landmark.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     plot_confusion(challenge, output_dir / "confusion.png")
-    draw_predictions(module, datamodule.val_set, output_dir / "overlays.png", int(cfg.overlay_studies),
+    draw_predictions(module, datamodule.val_set, output_dir / "overlays.png", overlay_studies,
                      predicted=(c["keypoints"], c["prob"]))  # the predictions collected above
     result = {**{k: table[k] for k in METRIC_KEYS if k in table}, "challenge": challenge,
               "checkpoint": str(cfg.ckpt_path), "evaluated": what, "studies": len(datamodule.val_set),
@@ -148,7 +157,10 @@ def evaluate(cfg: DictConfig) -> dict:
     write_json_atomic(output_dir / "metrics.json", result)
     from spinectx.cli.train import print_table
 
-    print_table(table, f"{what} — macro-F1 {challenge['macro_f1']:.3f}")
+    macro = challenge["macro_f1"]
+    print_table(table, f"{what} — macro-F1 {'n/a' if macro is None else f'{macro:.3f}'}")
+    if macro is None:
+        log.warning("challenge macro-F1 n/a: %s", challenge["undefined"]["macro_f1"])
     log.info("wrote metrics.json, per_landmark.csv, confusion.png, overlays.png to %s", output_dir)
     return result
 

@@ -16,7 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from spinectx.cli import CONF_DIR
-from spinectx.cli.failure import fail_cleanly
+from spinectx.cli.failure import check_output_file, fail_cleanly
 
 log = logging.getLogger("spinectx.profile")
 
@@ -91,16 +91,21 @@ def markdown_table(rows: list[dict], input_size: int) -> str:
 def main(cfg: DictConfig) -> None:
     import sys
 
+    from spinectx.data.errors import ConfigError, config_int
+
+    out = Path(check_output_file(cfg.out, "out"))
+    size = config_int("input_size", cfg.input_size, minimum=64)
+    if size % 32:
+        raise ConfigError(f"input_size must be a multiple of 32 (the networks' stride), got {cfg.input_size!r}")
     only = list(cfg.only) if cfg.get("only") else None
-    rows = profile_rows(int(cfg.input_size), str(cfg.landmarks), dict(cfg.tolerance_pct), only)
-    out = Path(cfg.out)
+    rows = profile_rows(size, str(cfg.landmarks), dict(cfg.tolerance_pct), only)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     md = out.with_suffix(".md")
-    md.write_text(markdown_table(rows, int(cfg.input_size)))
+    md.write_text(markdown_table(rows, size))
     log.info("wrote %s and %s", out, md)
     bad = [r for r in rows if r["within"] != "yes"]
     if bad:

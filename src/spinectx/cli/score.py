@@ -10,11 +10,13 @@ Writes ``out``: the table metric under the keys of training's ``metrics.json`` (
 ``C-<Group>``, ``Score``; fractions in [0, 1]; AUC from ``prob``, or from the tags where the file
 has no ``prob``; null where undefined, with the reason in ``undefined``: an AUC over located
 landmarks of one class, a group without annotated landmark — see :mod:`spinectx.metrics.table`),
-``challenge`` (macro-F1, per-class precision/recall/F1/support, confusion matrix
+``challenge`` (macro-F1 — null when no ground-truth landmark has a class, the reason in
+``undefined["macro-F1"]`` —, per-class precision/recall/F1/support, confusion matrix
 rows = prediction × columns = ground truth, see :mod:`spinectx.metrics.challenge`), ``studies``
 (ground-truth studies scored), ``missing_predictions`` (how many of them had no prediction — scored
 as all landmarks missed), ``gt_studies`` and ``predicted_studies`` (entries read from each file),
-``problems``. Prints a short table (``n/a`` for an undefined metric).
+``problems`` (among them predictions on another instance, or on another frame of a multi-frame
+file, than the annotated one). Prints a short table (``n/a`` for an undefined metric).
 
 A study listed twice in either file counts once, by its first entry (the rule of
 :func:`spinectx.data.annotation.parse_annotations`). Nothing to score — no annotated landmark in
@@ -35,7 +37,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from spinectx.cli import CONF_DIR
-from spinectx.cli.failure import INPUT_ERRORS, fail_cleanly
+from spinectx.cli.failure import INPUT_ERRORS, check_output_file, fail_cleanly
 
 log = logging.getLogger("spinectx.score")
 
@@ -59,31 +61,49 @@ def load_landmarks(spec):
 def index_images(images: str | Path, problems: list[str]):
     """Index every folder below ``images`` (itself included) that holds files, headers only.
 
-    Returns (by study uid, by instance uid) → StudyIndex. Folders with sub-folders and no DICOM
-    file (a dataset root with its JSON files) are passed over silently; other unreadable folders
-    and files are reported in ``problems``.
+    Returns (by study uid, by instance uid) → StudyIndex, under training's duplicates rule
+    (:func:`~spinectx.data.study.unique_studies`). Folders with sub-folders and no DICOM file (a
+    dataset root with its JSON files) are passed over silently; other unreadable folders and
+    files are reported in ``problems``.
     """
     from spinectx.data.errors import DataError
-    from spinectx.data.records import register_study
-    from spinectx.data.study import index_study
+    from spinectx.data.records import study_lookups
+    from spinectx.data.study import index_folder
 
     images = Path(images)
     if not images.is_dir():
         raise DataError(images, "image folder not found")
-    by_study, by_instance = {}, {}
+    indexes = []
     for folder, subdirs, files in os.walk(images):
-        subdirs.sort()  # deterministic order: the first folder of a study uid wins
+        subdirs.sort()  # deterministic order: ties of the duplicates rule go to the first folder
         if not any(not f.startswith(".") for f in files):
             continue
         try:
-            idx = index_study(folder)
+            found = index_folder(folder)
         except DataError as exc:
             if not subdirs:
                 problems.append(str(exc))
             continue
-        problems.extend(idx.problems)
-        register_study(idx, by_study, by_instance, problems)  # the duplicates rule of training
-    return by_study, by_instance
+        for idx in found:
+            problems.extend(idx.problems)
+        indexes.extend(found)
+    return study_lookups(indexes, problems)
+
+
+def other_frame(prediction, annotated_frame: int | None, pred: Path) -> str | None:
+    """A problem line when ``prediction`` (on the annotated instance) names another frame of a
+    multi-frame file than the annotated one, ``annotated_frame`` (0-based; None for a
+    single-frame file: nothing to check); the submission's ``zIndex`` is the frame number there.
+    None when the frames agree."""
+    if annotated_frame is None or prediction.z_index == annotated_frame:
+        return None
+    if prediction.z_index is None:
+        return (f"{pred}: study {prediction.study_uid} predicted on the multi-frame instance {prediction.instance_uid} "
+                f"without zIndex (the frame number), annotated on frame {annotated_frame}; coordinates taken as pixels "
+                "of the annotated frame")
+    return (f"{pred}: study {prediction.study_uid} predicted on frame {prediction.z_index} of the multi-frame instance "
+            f"{prediction.instance_uid}, annotated on frame {annotated_frame}; coordinates taken as pixels of the "
+            "annotated frame")
 
 
 def score_submission(pred: str | Path, gt: str | Path, images: str | Path, landmarks, threshold_mm: float = 6.0) -> dict:
@@ -142,6 +162,10 @@ def score_submission(pred: str | Path, gt: str | Path, images: str | Path, landm
                     f"{pred}: study {ann.study_uid} predicted on instance {p.instance_uid}, annotated on {ann.instance_uid}; "
                     "coordinates taken as pixels of the annotated frame"
                 )
+            else:
+                frame_problem = other_frame(p, record.frame_ref.frame, pred)
+                if frame_problem:
+                    problems.append(frame_problem)
             pred_kp, prob = p.keypoints, p.prob
             pred_tags = [t[0] if t else None for t in p.tags]
             if any(len(t) > 1 for t in p.tags):
@@ -184,9 +208,12 @@ def score_submission(pred: str | Path, gt: str | Path, images: str | Path, landm
     table = {key: float(value) for key, value in metric.compute().items()}
     table = {key: value if math.isfinite(value) else None for key, value in table.items()}
     challenge = challenge_metric(pred_kp, rows["pred_tags"], gt_kp, rows["gt_tags"], spacing, landmarks, threshold_mm)
+    undefined = dict(metric.undefined)
+    if challenge["macro_f1"] is None:
+        undefined["macro-F1"] = challenge["undefined"]["macro_f1"]
     return {
         **table,
-        "undefined": dict(metric.undefined),
+        "undefined": undefined,
         "challenge": {k: challenge[k] for k in ("macro_f1", "per_class", "confusion")},
         "studies": n,
         "missing_predictions": missing,
@@ -211,17 +238,19 @@ def print_report(report: dict, landmarks) -> None:
     for key in [f"L-{g.title}" for g in landmarks.groups] + [f"C-{g.title}" for g in landmarks.groups] + ["Score", "macro-F1"]:
         table.add_column(key, justify="right")
     values = [report[f"L-{g.title}"] for g in landmarks.groups] + [report[f"C-{g.title}"] for g in landmarks.groups]
-    values += [report["Score"], report["challenge"]["macro_f1"]]
+    values += [report["Score"], report["challenge"]["macro_f1"]]  # None (undefined) prints as n/a
     table.add_row(*(percent(v, digits=2) for v in values))
     console.print(table)
     for key, why in report.get("undefined", {}).items():
         console.print(f"  {key} n/a: {why}", markup=False, soft_wrap=True)
-    per_class = Table(title="challenge metric per class (%)")
-    for col in ("class", "precision", "recall", "F1", "support"):
-        per_class.add_column(col, justify="left" if col == "class" else "right")
-    for name, c in report["challenge"]["per_class"].items():
-        per_class.add_row(name, f"{100 * c['precision']:.1f}", f"{100 * c['recall']:.1f}", f"{100 * c['f1']:.1f}", str(c["support"]))
-    console.print(per_class)
+    if report["challenge"]["macro_f1"] is not None:  # else no class has support: a table of zeros says nothing
+        per_class = Table(title="challenge metric per class (%)")
+        for col in ("class", "precision", "recall", "F1", "support"):
+            per_class.add_column(col, justify="left" if col == "class" else "right")
+        for name, c in report["challenge"]["per_class"].items():
+            per_class.add_row(name, f"{100 * c['precision']:.1f}", f"{100 * c['recall']:.1f}", f"{100 * c['f1']:.1f}",
+                              str(c["support"]))
+        console.print(per_class)
     if report["problems"]:
         console.print(f"{len(report['problems'])} problem(s), first ones:", markup=False)
         for p in report["problems"][:10]:
@@ -237,11 +266,12 @@ def main(cfg: DictConfig) -> None:
     if not isinstance(landmarks_spec, str):
         landmarks_spec = OmegaConf.to_container(landmarks_spec, resolve=True)
     landmarks = load_landmarks(landmarks_spec)
-    threshold = float(cfg.threshold_mm)
-    if not (math.isfinite(threshold) and threshold > 0):
-        raise ValueError(f"threshold_mm should be a positive number, got {cfg.threshold_mm}")
+    from spinectx.data.errors import config_float
+
+    threshold = config_float("threshold_mm", cfg.threshold_mm, low=0.0, what="a positive distance in mm")
+    out = check_output_file(cfg.out, "out")
     report = score_submission(cfg.pred, cfg.gt, cfg.images, landmarks, threshold)
-    write_json_atomic(Path(cfg.out), report, indent=2)
+    write_json_atomic(Path(out), report, indent=2)
     print_report(report, landmarks)
     log.info("wrote %s (%d studies, %d problems)", cfg.out, report["studies"], len(report["problems"]))
 

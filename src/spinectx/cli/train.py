@@ -71,26 +71,66 @@ def find_previous_run(output_dir: Path) -> Path | None:
     return max(candidates, key=lambda d: (d / "checkpoints" / "last.ckpt").stat().st_mtime, default=None)
 
 
+def resume_checkpoint(run_dir: Path) -> str:
+    """The checkpoint that continues ``run_dir``: its ``checkpoints/last.ckpt`` when readable;
+    else (a file truncated by a kill or a full disk) the newest readable other checkpoint of
+    ``checkpoints/`` (e.g. the best epoch's), with a warning naming both files.
+
+    Raises:
+        CheckpointError: no checkpoint of ``run_dir/checkpoints`` is readable.
+    """
+    from spinectx.checkpoint import checkpoint_problem
+    from spinectx.data.errors import CheckpointError
+
+    folder = run_dir / "checkpoints"
+    last = folder / "last.ckpt"
+    problem = checkpoint_problem(last)
+    if problem is None:
+        return str(last)
+    others = sorted((p for p in folder.glob("*.ckpt") if p.name != last.name), key=lambda p: p.stat().st_mtime, reverse=True)
+    for other in others:
+        if checkpoint_problem(other) is None:
+            log.warning("%s: %s; resuming from %s instead (the newest readable checkpoint of this run; the epochs "
+                        "after it are trained again)", last, problem, other)
+            return str(other)
+    tried = f"; the other checkpoints are unreadable too: {[p.name for p in others]}" if others else \
+        "; there is no other checkpoint"
+    raise CheckpointError(last, f"cannot resume: {problem}{tried} (delete {run_dir} or leave out resume=true to start fresh)")
+
+
 def resolve_resume(cfg: DictConfig, output_dir: Path) -> tuple[Path, str | None]:
     """(run directory to write into, checkpoint to resume from).
 
     ``ckpt_path=FILE`` resumes from that file in a new run directory. ``ckpt_path=last`` or
     ``resume=true`` continue the last checkpoint of this run directory, or else of the newest
     earlier run of the same command (same overrides), writing on into that directory; with
-    nothing to resume they start fresh.
+    nothing to resume they start fresh. An unreadable ``last.ckpt`` falls back to the run's
+    newest readable checkpoint (:func:`resume_checkpoint`).
+
+    Raises:
+        FileNotFoundError: ``ckpt_path=FILE`` and no such file.
+        CheckpointError: ``ckpt_path=FILE`` is not a readable checkpoint, or no checkpoint of the
+            run to resume is.
     """
+    from spinectx.checkpoint import checkpoint_problem
+    from spinectx.data.errors import CheckpointError
+
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path == "last" or cfg.get("resume"):
         for run_dir in (output_dir, find_previous_run(output_dir)):
             if run_dir is not None and (run_dir / "checkpoints" / "last.ckpt").is_file():
-                log.info("resuming %s from %s", run_dir, run_dir / "checkpoints" / "last.ckpt")
-                return run_dir, str(run_dir / "checkpoints" / "last.ckpt")
+                ckpt = resume_checkpoint(run_dir)
+                log.info("resuming %s from %s", run_dir, ckpt)
+                return run_dir, ckpt
         log.info("resume: no earlier run of this command has a last.ckpt; starting fresh")
         return output_dir, None
     if ckpt_path in (None, "", "null"):
         return output_dir, None
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path: checkpoint file not found: {ckpt_path}")
+    problem = checkpoint_problem(ckpt_path)
+    if problem is not None:
+        raise CheckpointError(ckpt_path, problem)
     return output_dir, str(ckpt_path)
 
 
@@ -245,8 +285,18 @@ def best_checkpoint(trainer: L.Trainer) -> str:
 
 
 def train(cfg: DictConfig) -> dict:
-    """Run one training job from a composed config; returns the best epoch's metrics."""
+    """Run one training job from a composed config; returns the best epoch's metrics.
+
+    Raises:
+        ConfigError: a bad setting (``seed``, ``overlay_studies``, ``data.*``: see the DataModule).
+        CheckpointError, FileNotFoundError: a ``ckpt_path`` or run to resume that cannot be read.
+    """
+    from spinectx.data.errors import config_int
+
     started = time.perf_counter()
+    if cfg.get("seed") is not None:
+        config_int("seed", cfg.seed)
+    config_int("overlay_studies", cfg.get("overlay_studies", 8), minimum=0)
     fingerprint = config_hash(cfg)
     run_dir = Path(cfg.paths.output_dir)
     done = earlier_result(cfg, run_dir, fingerprint)

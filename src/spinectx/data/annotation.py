@@ -16,6 +16,12 @@ so that a malformed value costs as little as possible:
   costs that point;
 - a class value that is not a string, or holds a code outside the group's vocabulary, costs only
   the class: the location is kept and the landmark's class counts as unknown (``tags == ()``);
+- so does a point without a class (``null``, ``""``, or no key for the landmark's group, e.g. a
+  vertebra whose class sits under ``disc``): one problem line each, naming the tag's keys. Only
+  where classes are optional (``classes_required=False``: submissions, whose points may carry a
+  ``prob`` instead) is a missing class silent;
+- a ``studyUid``, ``seriesUid`` or ``instanceUid`` with surrounding whitespace is read stripped,
+  with a note;
 - ``zIndex`` is not used for training: when it is missing, not a non-negative integer or NaN, the
   point keeps its landmark with ``z_index=None`` (with a note when it was present but unusable).
 
@@ -201,10 +207,12 @@ def _read_json(path: Path) -> Any:
 
 
 def _point(
-    raw: Any, landmarks: LandmarkSet, study: StudyAnnotation, skipped: Counter, say: str, where: str, z_notes: list[str]
+    raw: Any, landmarks: LandmarkSet, study: StudyAnnotation, skipped: Counter, say: str, where: str, z_notes: list[str],
+    classes_required: bool = True,
 ) -> None:
     """Validate one point and add it to ``study`` (or report why not). ``say`` prefixes problems
-    (file and entry), ``where`` names the point's position in the entry."""
+    (file and entry), ``where`` names the point's position in the entry; a point without a class
+    is a problem when ``classes_required``."""
     tag = raw.get("tag") if isinstance(raw, dict) else None
     ident = tag.get("identification") if isinstance(tag, dict) else None
     if isinstance(ident, str) and ident and ident not in landmarks.index:
@@ -225,7 +233,12 @@ def _point(
     tags: tuple[str, ...] = ()
     value = point.tag.model_extra.get(group.name)
     try:
-        tags = landmarks.parse_tags(ident, _CLASS.validate_python(value) or "")
+        text = _CLASS.validate_python(value)
+        if text is None or not text.strip():
+            if classes_required:
+                study.problems.append(f"{say}: {ident}: {_no_class(point.tag, group.name, value)}; location kept, class unknown")
+        else:
+            tags = landmarks.parse_tags(ident, text)
     except ValidationError:
         study.problems.append(
             f"{say}: {ident}: tag.{group.name}: expected a string of class codes from {list(group.classes)} "
@@ -242,6 +255,22 @@ def _point(
     study.points[ident] = LandmarkPoint(tuple(point.coord), tags, z_index, dict(point.model_extra or {}))
 
 
+def _no_class(tag: _Tag, key: str, value: Any) -> str:
+    """What was found where a landmark's class should be (``tag.<key>``)."""
+    if key in (tag.model_extra or {}):
+        return f"no class: tag.{key} is {_shown(value)}"
+    keys = ", ".join(["identification", *(tag.model_extra or {})])
+    return f"no class under tag.{key} (tag keys: {keys})"
+
+
+def _stripped(value: str, field_name: str, say: str, notes: list[str]) -> str:
+    """A UID without surrounding whitespace; a note in ``notes`` when there was some."""
+    clean = value.strip()
+    if clean != value:
+        notes.append(f"{say}: {field_name} {json.dumps(value)} has surrounding whitespace; read as {clean!r}")
+    return clean
+
+
 class _Unusable(Exception):
     """A study entry that cannot be used: ``problem`` says why, ``malformed`` whether its structure
     breaks the schema (rather than, say, an empty ``data`` list)."""
@@ -251,18 +280,21 @@ class _Unusable(Exception):
         self.problem, self.malformed = problem, malformed
 
 
-def _study(i: int, raw: Any, path: Path, landmarks: LandmarkSet, skipped: Counter, problems: list[str]) -> StudyAnnotation:
+def _study(i: int, raw: Any, path: Path, landmarks: LandmarkSet, skipped: Counter, problems: list[str],
+           classes_required: bool = True) -> StudyAnnotation:
     """Validate one study entry → its annotation (file-level notes appended to ``problems``).
 
     Raises:
         _Unusable: the entry cannot be used (the problem names the file, entry and field).
     """
     uid = raw.get("studyUid") if isinstance(raw, dict) else None
-    say = f"{path}: entry {i} (studyUid {uid if isinstance(uid, str) and uid else '?'})"
+    say = f"{path}: entry {i} (studyUid {uid.strip() if isinstance(uid, str) and uid.strip() else '?'})"
     try:
         entry = _Study.model_validate(raw)
     except ValidationError as exc:
         raise _Unusable(f"{say}: {_describe(exc)}; study skipped") from None
+    if not entry.studyUid.strip():
+        raise _Unusable(f"{say}: studyUid is blank ({json.dumps(entry.studyUid)}); study skipped")
     if not entry.data:
         raise _Unusable(f"{say}: empty 'data', study skipped", malformed=False)
     try:
@@ -271,7 +303,11 @@ def _study(i: int, raw: Any, path: Path, landmarks: LandmarkSet, skipped: Counte
         raise _Unusable(f"{say}: {_describe(exc, ('data', 0))}; study skipped") from None
     if len(entry.data) > 1:
         problems.append(f"{say}: {len(entry.data)} annotated frames, using the first")
-    study = StudyAnnotation(entry.studyUid, frame.seriesUid, frame.instanceUid, points={}, entry=i)
+    notes: list[str] = []
+    study = StudyAnnotation(_stripped(entry.studyUid, "studyUid", say, notes),
+                            _stripped(frame.seriesUid, "data[0].seriesUid", say, notes),
+                            _stripped(frame.instanceUid, "data[0].instanceUid", say, notes), points={}, entry=i,
+                            problems=notes)
     z_notes: list[str] = []
     for j, raw_item in enumerate(frame.annotation):
         where = f"data[0].annotation[{j}]"
@@ -281,14 +317,17 @@ def _study(i: int, raw: Any, path: Path, landmarks: LandmarkSet, skipped: Counte
             study.problems.append(f"{say}: {where}: {_describe(exc)}; its points skipped")
             continue
         for p, raw_point in enumerate(item.data.point):
-            _point(raw_point, landmarks, study, skipped, say, f"{where}.data.point[{p}]", z_notes)
+            _point(raw_point, landmarks, study, skipped, say, f"{where}.data.point[{p}]", z_notes, classes_required)
     if z_notes:
         study.problems.append(f"{say}: unusable zIndex (slice index unknown, landmark kept): {'; '.join(z_notes)}")
     return study
 
 
-def parse_annotations(path: str | Path, landmarks: LandmarkSet) -> AnnotationFile:
+def parse_annotations(path: str | Path, landmarks: LandmarkSet, classes_required: bool = True) -> AnnotationFile:
     """Parse one annotation file (rules and problem reports in the module docstring).
+
+    ``classes_required``: a point without a class is a problem line (ground truth); False for
+    files whose classes are optional (submissions).
 
     Returns:
         The usable studies in file order, one per study uid (the first entry counts), with
@@ -309,17 +348,19 @@ def parse_annotations(path: str | Path, landmarks: LandmarkSet) -> AnnotationFil
     examined, malformed = 0, []
     for i, entry in enumerate(raw):
         uid = entry.get("studyUid") if isinstance(entry, dict) else None
-        if isinstance(uid, str) and uid in first_entry:
+        uid = uid.strip() if isinstance(uid, str) else None  # " 1.2.3" and "1.2.3" are one study
+        if uid and uid in first_entry:
             result.problems.append(
                 f"{path}: study {uid} appears more than once (entries {first_entry[uid]} and {i}); "
                 f"the first entry counts, entry {i} ignored"
             )
             continue
-        if isinstance(uid, str) and uid:
+        if uid:
             first_entry[uid] = i
         examined += 1
         try:
-            result.studies.append(_study(i, entry, path, landmarks, result.skipped_identifications, result.problems))
+            result.studies.append(_study(i, entry, path, landmarks, result.skipped_identifications, result.problems,
+                                         classes_required))
         except _Unusable as exc:
             result.problems.append(exc.problem)
             if exc.malformed:

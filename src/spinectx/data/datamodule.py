@@ -21,8 +21,8 @@ from torch.utils.data import DataLoader
 
 from spinectx.data.cache import FrameCache
 from spinectx.data.dataset import SpineDataset
-from spinectx.data.errors import DataError
-from spinectx.data.folds import split_studies
+from spinectx.data.errors import ConfigError, DataError, config_int
+from spinectx.data.folds import check_folds, split_studies
 from spinectx.data.landmarks import LandmarkSet
 from spinectx.data.records import DatasetIndex, build_index
 from spinectx.data.transforms import SpineTransform
@@ -96,18 +96,19 @@ class SpineDataModule(L.LightningDataModule):
         train_size_schedule: Mapping[int, int] | None = None,
     ):
         super().__init__()
+        # settings come from the command line (data.*): bad values are a ConfigError before any work
         self.root = str(root)
-        self.splits = list(splits)
+        self.splits = [splits] if isinstance(splits, str) else list(splits or [])  # one split given as a string
+        if not self.splits or not all(isinstance(s, str) and s for s in self.splits):
+            raise ConfigError(f"data.splits must be split names such as [lumbar_train], got {splits!r}")
         self.landmarks = LandmarkSet.from_config(landmarks)
-        self.image_size = int(image_size)
-        self.batch_size = int(batch_size)
-        self.val_batch_size = int(val_batch_size or batch_size)
-        self.num_workers = int(num_workers)
-        self.num_rep = int(num_rep)
-        self.num_folds = int(num_folds)
-        self.fold = int(fold)
-        self.fraction = float(fraction)
-        self.seed = int(seed)
+        self.image_size = config_int("data.image_size", image_size, minimum=1)
+        self.batch_size = config_int("data.batch_size", batch_size, minimum=1)
+        self.val_batch_size = config_int("data.val_batch_size", val_batch_size or batch_size, minimum=1)
+        self.num_workers = config_int("data.num_workers", num_workers, minimum=0)
+        self.num_rep = config_int("data.num_rep", num_rep, minimum=1)
+        self.num_folds, self.fold, self.fraction = check_folds(num_folds, fold, fraction)
+        self.seed = config_int("data.seed", seed)
         self.cache = FrameCache(cache_dir)
         self.augment = dict(augment or {})
         self.synthetic = dict(synthetic) if synthetic else None

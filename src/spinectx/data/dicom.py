@@ -65,6 +65,7 @@ HEADER_TAGS = [
     "Rows",
     "Columns",
     "NumberOfFrames",
+    "AcquisitionNumber",
     "SharedFunctionalGroupsSequence",
     "PerFrameFunctionalGroupsSequence",
 ]
@@ -109,6 +110,7 @@ class SliceHeader:
     cols: int
     frame: int | None = None
     num_frames: int = 1
+    acquisition_number: int | None = None
 
     @property
     def ref(self) -> FrameRef:
@@ -263,25 +265,37 @@ def read_headers(path: str | Path) -> list[SliceHeader]:
     """Read the indexing fields of one DICOM file without decoding pixels: one header per image.
 
     A single-frame file gives one header (``frame`` None). A multi-frame file (NumberOfFrames > 1,
-    e.g. Enhanced MR) gives one header per frame (``frame`` 0 … n−1, file order), each with the
-    geometry of its PerFrameFunctionalGroupsSequence item, else SharedFunctionalGroupsSequence,
+    e.g. Enhanced MR) gives one header per frame (``frame`` 0 … n−1, file order). Geometry comes
+    from the frame's PerFrameFunctionalGroupsSequence item, else SharedFunctionalGroupsSequence,
     else the top-level elements (PlanePositionSequence → position, PlaneOrientationSequence →
     orientation, PixelMeasuresSequence → spacing, MREchoSequence → echo time,
-    MRTimingAndRelatedParametersSequence → repetition time).
+    MRTimingAndRelatedParametersSequence → repetition time); Enhanced files of one frame each are
+    read the same way.
 
     Raises:
-        DicomError: the file is not a readable DICOM file or lacks the UIDs.
+        DicomError: the file is not a readable DICOM file, lacks the UIDs, has a malformed header
+            element, or is a multi-frame file whose frames cannot be given a geometry (no
+            functional groups, or fewer per-frame items than frames).
     """
     path = Path(path)
     ds = _dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
+    try:
+        return _headers_of(ds, path)
+    except DicomError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a malformed element (wrong length, bad value) raises many types
+        raise DicomError(path, f"unreadable DICOM header element ({type(exc).__name__}: {exc})") from exc
+
+
+def _headers_of(ds: pydicom.Dataset, path: Path) -> list[SliceHeader]:
     missing = [k for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID") if not ds.get(k)]
     if missing:
         raise DicomError(path, f"DICOM header lacks {', '.join(missing)}")
     base = SliceHeader(
         path=str(path),
-        study_uid=str(ds.StudyInstanceUID),
-        series_uid=str(ds.SeriesInstanceUID),
-        instance_uid=str(ds.SOPInstanceUID),
+        study_uid=str(ds.StudyInstanceUID).strip(),
+        series_uid=str(ds.SeriesInstanceUID).strip(),
+        instance_uid=str(ds.SOPInstanceUID).strip(),
         description=str(ds.get("SeriesDescription", "") or ""),
         series_number=_number(ds.get("SeriesNumber"), int),
         instance_number=_number(ds.get("InstanceNumber"), int),
@@ -292,20 +306,27 @@ def read_headers(path: str | Path) -> list[SliceHeader]:
         pixel_spacing=_floats(ds.get("PixelSpacing"), 2),  # type: ignore[arg-type]
         rows=int(_number(ds.get("Rows"), int) or 0),
         cols=int(_number(ds.get("Columns"), int) or 0),
+        acquisition_number=_number(ds.get("AcquisitionNumber"), int),
     )
     frames = _number(ds.get("NumberOfFrames"), int) or 1
-    if frames <= 1:
-        return [base]
     shared = _first(ds, "SharedFunctionalGroupsSequence")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    if shared is None and not per_frame:
+        if frames <= 1:
+            return [base]
+        raise DicomError(path, f"multi-frame file of {frames} frames without functional groups: the frames' "
+                               "positions are unknown, so they cannot be ordered as slices")
+    if per_frame and len(per_frame) != frames:
+        raise DicomError(path, f"PerFrameFunctionalGroupsSequence has {len(per_frame)} items for {frames} frames "
+                               "(NumberOfFrames): the frames' geometry cannot be matched to them")
     out = []
     for f in range(frames):
-        groups = [g for g in ((per_frame[f] if f < len(per_frame) else None), shared) if g is not None]
+        groups = [g for g in ((per_frame[f] if per_frame else None), shared) if g is not None]
         echo = _group_value(groups, "MREchoSequence", "EffectiveEchoTime")
         tr = _group_value(groups, "MRTimingAndRelatedParametersSequence", "RepetitionTime")
         out.append(replace(
             base,
-            frame=f,
+            frame=f if frames > 1 else None,
             num_frames=frames,
             position=_floats(_group_value(groups, "PlanePositionSequence", "ImagePositionPatient"), 3) or base.position,
             orientation=_floats(_group_value(groups, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
@@ -365,8 +386,10 @@ def pixel_header_problems(ds: pydicom.Dataset) -> list[str]:
     PhotometricInterpretation needs; PixelRepresentation 0/1; BitsAllocated 1, 8, 16, 32 or 64
     for native data (packed 12-bit data is not DICOM) and 32/64 for float data; 1 ≤ BitsStored ≤
     BitsAllocated; HighBit < BitsAllocated; and for native data a length that Rows × Columns ×
-    SamplesPerPixel × NumberOfFrames × BitsAllocated accounts for (short = truncated; twice or
-    more = the header describes other data than the file holds). DICOM PS3.3 C.7.6.3 / C.8.3.1.
+    SamplesPerPixel × NumberOfFrames × BitsAllocated accounts for (short = truncated; more than
+    two rows' worth beyond it = the header describes other data than the file holds, e.g. a
+    Columns several pixels short; trailing padding of up to two rows is accepted, as real files
+    carry it — pydicom's own ``MR_small_padded.dcm`` has one row). DICOM PS3.3 C.7.6.3 / C.8.3.1.
     """
     out: list[str] = []
     rows, cols = _int_element(ds, "Rows"), _int_element(ds, "Columns")
@@ -415,7 +438,7 @@ def pixel_header_problems(ds: pydicom.Dataset) -> list[str]:
         what = f"{rows}×{cols} pixels × {samples} sample(s) × {frames} frame(s) of {bits} bits"
         if actual < expected:
             out.append(f"pixel data truncated: {actual} bytes where {what} need {expected}")
-        elif actual >= 2 * expected and actual > expected + 1:
+        elif actual - expected > 2 * ((cols * samples * bits + 7) // 8):  # more than 2 rows: not padding
             out.append(f"pixel data holds {actual} bytes where {what} need {expected}: the header "
                        "(BitsAllocated, Rows, Columns, NumberOfFrames) does not describe the data")
     return out
@@ -446,7 +469,10 @@ def decode_pixels(ds: pydicom.Dataset, path: str | Path = "<dataset>", frame: in
     """
     from pydicom.pixels import pixel_array
 
-    problems = pixel_header_problems(ds)
+    try:
+        problems = pixel_header_problems(ds)
+    except Exception as exc:  # noqa: BLE001 - a malformed element raises on access
+        raise DicomError(path, f"unreadable image pixel element ({type(exc).__name__}: {exc})") from exc
     if problems:
         raise DicomError(path, "cannot decode pixel data: " + "; ".join(problems))
     frames = _int_element(ds, "NumberOfFrames", 1) or 1

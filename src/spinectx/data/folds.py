@@ -7,13 +7,31 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from spinectx.data.errors import ConfigError, config_float, config_int
+
+
+def check_folds(num_folds, fold, fraction=1.0) -> tuple[int, int, float]:
+    """(num_folds, fold, fraction) as numbers, checked: ``num_folds`` an integer ≥ 2, ``fold`` an
+    integer in [0, num_folds), ``fraction`` a number in (0, 1]. Values come from the command line
+    (``data.num_folds``, ``data.fold``, ``data.fraction``), so messages use those names.
+
+    Raises:
+        ConfigError: a value of the wrong kind or outside its range.
+    """
+    num_folds, fold = config_int("data.num_folds", num_folds), config_int("data.fold", fold)
+    if num_folds < 2:
+        raise ConfigError(f"data.num_folds must be ≥ 2 (cross-validation holds one fold out), got {num_folds}")
+    if not 0 <= fold < num_folds:
+        raise ConfigError(f"data.fold must be in [0, {num_folds}) with data.num_folds={num_folds}, got {fold}")
+    share = config_float("data.fraction", fraction, 0.0, 1.0)  # the share of the training folds used
+    return num_folds, fold, share
+
 
 def assign_folds(study_uids: Sequence[str], num_folds: int, seed: int) -> dict[str, int]:
     """Map each study uid to a fold in [0, num_folds). Sorted uids are shuffled with ``seed`` and
     dealt round-robin, so fold sizes differ by at most one and the split does not depend on the
     order studies were found in."""
-    if num_folds < 2:
-        raise ValueError(f"num_folds must be ≥ 2, got {num_folds}")
+    check_folds(num_folds, 0)
     uids = sorted(set(study_uids))
     if len(uids) < num_folds:
         raise ValueError(f"{len(uids)} studies cannot fill {num_folds} folds")
@@ -30,10 +48,7 @@ def split_studies(
     Fractions are nested: with the same seed the studies of a smaller fraction are a subset of
     those of any larger one (a fixed seeded order, cut at ``ceil(fraction · n)``).
     """
-    if not 0 <= fold < num_folds:
-        raise ValueError(f"fold must be in [0, {num_folds}), got {fold}")
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    check_folds(num_folds, fold, fraction)
     folds = assign_folds(study_uids, num_folds, seed)
     val = sorted(u for u, f in folds.items() if f == fold)
     train_all = sorted(u for u, f in folds.items() if f != fold)

@@ -12,15 +12,16 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from spinectx.data.annotation import AnnotationFile, parse_annotations
-from spinectx.data.dicom import FrameRef, check_frame
+from spinectx.data.dicom import FrameRef, check_frame, read_headers
 from spinectx.data.errors import DataError, DicomError
 from spinectx.data.landmarks import LandmarkSet
-from spinectx.data.study import Stack, StudyIndex, index_study
+from spinectx.data.study import Stack, StudyIndex, index_folder, unique_studies
 
 log = logging.getLogger(__name__)
 
@@ -137,67 +138,74 @@ class DatasetIndex:
         return "; ".join(reasons[:limit]) + more
 
 
-def register_study(idx: StudyIndex, by_study: dict[str, StudyIndex], by_instance: dict[str, StudyIndex],
-                   problems: list[str] | None = None) -> bool:
-    """Add a study to the lookups by study uid and by instance uid.
-
-    Duplicates rule (one for training, scoring and prediction): the first folder found counts —
-    folders are visited in sorted path order — and a later folder holding the same
-    StudyInstanceUID is ignored, with a problem naming both folders. Returns False for such a
-    duplicate.
-    """
-    first = by_study.get(idx.study_uid)
-    if first is not None and first is not idx:
-        if problems is not None:
-            problems.append(f"{idx.folder}: holds study {idx.study_uid} again (first found in {first.folder}); "
-                            "the first folder counts, this one is ignored")
-        return False
-    by_study[idx.study_uid] = idx
-    for s in idx.stacks:
-        for h in s.slices:
-            by_instance.setdefault(h.instance_uid, idx)
-    return True
+def study_lookups(indexes: Iterable[StudyIndex], problems: list[str]) -> tuple[dict[str, StudyIndex], dict[str, StudyIndex]]:
+    """(by study uid, by SOP instance uid) over the studies that count under the duplicates
+    rule (:func:`~spinectx.data.study.unique_studies`: the copy with the most images; the others
+    are reported in ``problems``)."""
+    by_study = unique_studies(indexes, problems)
+    by_instance: dict[str, StudyIndex] = {}
+    for idx in by_study.values():
+        for stack in idx.stacks:
+            for h in stack.slices:
+                by_instance.setdefault(h.instance_uid, idx)
+    return by_study, by_instance
 
 
-def layout_problem(split_dir: Path) -> str | None:
+def _holds_dicom(folder: Path) -> bool:
+    """Whether a folder directly holds a file that reads as DICOM (the first few files tried)."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    for path in files[:5]:
+        try:
+            read_headers(path)
+            return True
+        except DataError:
+            continue
+    return False
+
+
+def layout_problem(split_dir: Path, max_depth: int = 3) -> str | None:
     """What is wrong with a split folder in which no study folder could be read, or None.
 
     Recognised: an empty folder; DICOM files lying directly in the split folder (no study
-    folders); study folders one level deeper (``<split>/<x>/<study>/*.dcm``, what unzipping an
-    archive often gives).
+    folders); study folders one or more levels deeper (``<split>/<x>/<study>/*.dcm``, what
+    unzipping an archive often gives) — named by the folder that holds them, whatever else
+    (a README, ``__MACOSX``) sits beside them.
     """
     entries = [p for p in split_dir.iterdir() if not p.name.startswith(".")]
-    subdirs = sorted(p for p in entries if p.is_dir())
-    files = [p for p in entries if p.is_file()]
     layout = f"the layout is {split_dir.name}/<study folder>/<files>.dcm"
     if not entries:
         return f"{split_dir}: the split folder is empty ({layout})"
-    if files and not subdirs:
-        return f"{split_dir}: {len(files)} files lie directly in the split folder, without study folders ({layout})"
-    holds_files = [d for d in subdirs if any(p.is_file() and not p.name.startswith(".") for p in d.iterdir())]
-    if holds_files:
+    if _holds_dicom(split_dir):
+        files = sum(1 for p in entries if p.is_file())
+        return f"{split_dir}: {files} files lie directly in the split folder, without study folders ({layout})"
+    if any(_holds_dicom(d) for d in entries if d.is_dir()):
         return None
-    deeper = [d for d in subdirs if any(q.is_dir() and any(f.is_file() for f in q.iterdir()) for q in d.iterdir())]
-    if deeper:
-        count = sum(1 for q in deeper[0].iterdir() if q.is_dir())
-        return (f"{split_dir}: the study folders sit one level deeper, in {deeper[0]} ({count} folders); move them up "
-                f"into {split_dir} ({layout})")
-    return f"{split_dir}: none of its {len(subdirs)} sub-folders holds files ({layout})"
+    level = [d for d in entries if d.is_dir()]
+    for depth in range(2, max_depth + 2):
+        level = [q for d in level for q in sorted(d.iterdir()) if q.is_dir() and not q.name.startswith((".", "__"))]
+        holders = [q for q in level if _holds_dicom(q)]
+        if holders:
+            parents = sorted({q.parent for q in holders})
+            where = ", ".join(str(p) for p in parents[:3]) + (f" and {len(parents) - 3} more" if len(parents) > 3 else "")
+            extra = "one level" if depth == 2 else f"{depth - 1} levels"
+            return (f"{split_dir}: the study folders sit {extra} deeper, in {where} ({len(holders)} folders); move them "
+                    f"up into {split_dir} ({layout})")
+    return f"{split_dir}: no folder below it holds DICOM files ({layout})"
 
 
 def _index_split_folders(split_dir: Path, problems: list[str]) -> tuple[dict[str, StudyIndex], dict[str, StudyIndex]]:
     """Index every study folder of a split → (by study uid, by instance uid)."""
-    by_study: dict[str, StudyIndex] = {}
-    by_instance: dict[str, StudyIndex] = {}
+    indexes: list[StudyIndex] = []
     for folder in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         try:
-            idx = index_study(folder)
+            found = index_folder(folder)
         except DataError as exc:
             problems.append(str(exc))
             continue
-        problems.extend(idx.problems)
-        register_study(idx, by_study, by_instance, problems)
-    return by_study, by_instance
+        for idx in found:
+            problems.extend(idx.problems)
+        indexes.extend(found)
+    return study_lookups(indexes, problems)
 
 
 def _spacing_problem(spacing: tuple[float, float] | None) -> str | None:
@@ -275,8 +283,12 @@ def _record_for(split: str, ann, idx: StudyIndex, landmarks: LandmarkSet, check_
     keypoints = np.full((len(landmarks), 2), np.nan, dtype=np.float32)
     tags: list[tuple[str, ...]] = [() for _ in landmarks.names]
     outside = []
+    other_frame = []
     for name, point in ann.points.items():
         x, y = point.coord
+        if header.frame is not None and point.z_index is not None and point.z_index != header.frame:
+            other_frame.append(f"{name} (zIndex {point.z_index})")
+            continue
         if not (-0.5 <= x <= header.cols - 0.5 and -0.5 <= y <= header.rows - 0.5):
             outside.append(f"{name} at (x={x:g}, y={y:g})")
             problems.append(f"{header.path}: {outside[-1]} lies outside the {header.cols}×{header.rows} frame; landmark masked")
@@ -284,11 +296,16 @@ def _record_for(split: str, ann, idx: StudyIndex, landmarks: LandmarkSet, check_
         k = landmarks.index[name]
         keypoints[k] = (x, y)
         tags[k] = point.tags
+    if other_frame:
+        problems.append(f"{header.path}: {', '.join(other_frame)} lie on other frames of this multi-frame file than "
+                        f"the annotated frame {header.frame} (the most common zIndex); landmarks masked")
     if ann.skipped:
         problems.append(f"{idx.folder}: skipped identifications outside the landmark set: {sorted(ann.skipped)}")
     if not np.isfinite(keypoints).all(-1).any():
         if outside:
             detail = f"all {len(outside)} lie outside the {header.cols}×{header.rows} frame: {', '.join(outside)}"
+        elif ann.problems:
+            detail = f"every point of the annotation was rejected; first: {ann.problems[0]}"
         else:
             detail = "the annotation lists none of the landmark set"
         raise DataError(header.path, f"no usable landmark on the annotated frame ({detail})")
@@ -320,7 +337,7 @@ def build_index(root: str | Path, splits: list[str], landmarks: LandmarkSet, che
 
     Duplicates rule (the same everywhere): the first occurrence counts — splits in the order
     given, entries in file order (:func:`~spinectx.data.annotation.parse_annotations`), study
-    folders in sorted order (:func:`register_study`); every later occurrence is reported, naming
+    folders by :func:`~spinectx.data.study.unique_studies`); every other occurrence is reported, naming
     both places, and left out, so a study never appears twice in the index or in folds.
 
     Raises:
@@ -330,6 +347,7 @@ def build_index(root: str | Path, splits: list[str], landmarks: LandmarkSet, che
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "dataset root not found")
+    splits = [splits] if isinstance(splits, str) else list(splits)  # one split given as a plain name
     records: list[StudyRecord] = []
     problems: list[str] = []
     layout: list[str] = []
@@ -365,6 +383,7 @@ def build_index(root: str | Path, splits: list[str], landmarks: LandmarkSet, che
                                                f"instance {ann.instance_uid}{hint}")
                 rec = _record_for(split, ann, idx, landmarks, check_pixels)
             except DataError as exc:
+                problems.extend(ann.problems)  # the points' own problems explain many a skipped study
                 problems.append(f"{exc}; study {ann.study_uid} skipped")
                 skipped.append(ann.study_uid)
                 log.warning("skipping study %s: %s", ann.study_uid, exc)

@@ -18,8 +18,10 @@ A multi-frame file contributes one image per frame (:func:`~spinectx.data.dicom.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,14 +179,15 @@ def slice_position(h: SliceHeader) -> float:
 def _spacing(h: SliceHeader) -> tuple[float, ...] | None:
     if h.pixel_spacing is None or not (np.isfinite(h.pixel_spacing).all() and min(h.pixel_spacing) > 0):
         return None
-    return tuple(round(v, 3) for v in h.pixel_spacing)
+    return tuple(h.pixel_spacing)
 
 
 def _same_geometry(h: SliceHeader, other: SliceHeader) -> bool:
-    """Same matrix, and the same pixel spacing where both have a usable one (an image with a
-    missing spacing stays with its stack, where the missing value is reported)."""
+    """Same matrix, and the same pixel spacing (within 0.1 %) where both have a usable one (an
+    image with a missing spacing stays with its stack, where the missing value is reported)."""
     a, b = _spacing(h), _spacing(other)
-    return (h.rows, h.cols) == (other.rows, other.cols) and (a is None or b is None or a == b)
+    same_spacing = a is None or b is None or all(math.isclose(u, v, rel_tol=1e-3) for u, v in zip(a, b))
+    return (h.rows, h.cols) == (other.rows, other.cols) and same_spacing
 
 
 def _same_direction(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
@@ -209,9 +212,30 @@ def split_stacks(headers: list[SliceHeader]) -> list[list[SliceHeader]]:
                 break
         else:
             groups.append((orientation, [h]))
-    stacks = [members for _, members in groups]
+    stacks = [part for _, members in groups for part in _split_acquisitions(members)]
     return sorted(stacks, key=lambda m: min((h.instance_number if h.instance_number is not None else 1 << 30, h.path)
                                             for h in m))
+
+
+def repeated_positions(members: list[SliceHeader], tolerance_mm: float = 0.01) -> int:
+    """How many images of a stack lie at a slice position (within ``tolerance_mm``) already taken
+    by another image (copies of one image, same key, do not count)."""
+    positions = sorted({h.key: slice_position(h) for h in members}.values())
+    return sum(1 for a, b in zip(positions, positions[1:]) if b - a <= tolerance_mm)
+
+
+def _split_acquisitions(members: list[SliceHeader]) -> list[list[SliceHeader]]:
+    """Parallel images of one geometry that repeat slice positions (two echoes or two
+    acquisitions saved under one series UID) → one stack per (EchoTime, AcquisitionNumber) when
+    that removes the repeats; otherwise the images stay one stack (reported by index_study)."""
+    if len(members) < 2 or not repeated_positions(members):
+        return [members]
+    parts: dict[tuple, list[SliceHeader]] = defaultdict(list)
+    for h in members:
+        parts[(None if h.echo_time is None else round(h.echo_time, 1), h.acquisition_number)].append(h)
+    if len(parts) > 1 and not any(repeated_positions(p) for p in parts.values()):
+        return list(parts.values())
+    return [members]
 
 
 def _order_stack(members: list[SliceHeader]) -> tuple[list[SliceHeader], dict]:
@@ -255,12 +279,14 @@ def group_stacks(headers: list[SliceHeader]) -> list[Stack]:
     return out
 
 
-def index_study(folder: str | Path) -> StudyIndex:
-    """Read the headers of every file in a study folder (no pixel decoding).
+def index_folder(folder: str | Path) -> list[StudyIndex]:
+    """Read the headers of every file in a folder (no pixel decoding) → one :class:`StudyIndex`
+    per StudyInstanceUID found (a folder normally holds one study; files of several are split
+    by study and reported). Most images first.
 
-    Unreadable files are skipped and listed in ``problems`` (each naming the file and why), and so
-    are files repeating another file's image (kept as spares, see :class:`Stack`); a series split
-    into several stacks is listed too.
+    Unreadable files are skipped and listed in the first index's ``problems`` (each naming the
+    file and why), and so are files repeating another file's image (kept as spares, see
+    :class:`Stack`), series split into several stacks, and stacks whose slice positions repeat.
 
     Raises:
         DataError: the folder does not exist or holds no readable DICOM file (the message gives
@@ -269,35 +295,93 @@ def index_study(folder: str | Path) -> StudyIndex:
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(folder, "study folder not found")
-    headers, problems = [], []
+    headers, unreadable = [], []
     for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         try:
             headers.extend(read_headers(path))
         except DataError as exc:
-            problems.append(str(exc))
+            unreadable.append(str(exc))
     if not headers:
         detail = ""
-        if problems:
-            shown = "; ".join(problems[:3]) + (f"; … {len(problems) - 3} more" if len(problems) > 3 else "")
-            detail = f" ({len(problems)} unreadable: {shown})"
+        if unreadable:
+            shown = "; ".join(unreadable[:3]) + (f"; … {len(unreadable) - 3} more" if len(unreadable) > 3 else "")
+            detail = f" ({len(unreadable)} unreadable: {shown})"
         raise DataError(folder, "no readable DICOM file in this folder" + detail)
-    study_uids = sorted({h.study_uid for h in headers})
-    if len(study_uids) > 1:
-        problems.append(f"{folder}: files of {len(study_uids)} different studies in one folder; using all of them")
-    stacks = group_stacks(headers)
+    by_study: dict[str, list[SliceHeader]] = defaultdict(list)
+    for h in headers:
+        by_study[h.study_uid].append(h)
+    order = sorted(by_study, key=lambda uid: (-len(by_study[uid]), uid))
+    out = []
+    for uid in order:
+        stacks = group_stacks(by_study[uid])
+        out.append(StudyIndex(folder=str(folder), study_uid=uid, stacks=stacks, problems=_stack_notes(folder, stacks)))
+    out[0].problems[:0] = unreadable
+    if len(out) > 1:
+        counts = ", ".join(f"{s.study_uid} ({sum(len(t.slices) for t in s.stacks)} images)" for s in out)
+        out[0].problems.insert(0, f"{folder}: files of {len(out)} different studies in one folder: {counts}; "
+                                  "each is indexed as a study of its own")
+    return out
+
+
+def index_study(folder: str | Path) -> StudyIndex:
+    """The study of a study folder (see :func:`index_folder`); when the folder holds files of
+    several studies, the one with the most images (the others are named in its problems).
+
+    Raises:
+        DataError: the folder does not exist or holds no readable DICOM file.
+    """
+    return index_folder(folder)[0]
+
+
+def unique_studies(indexes: Iterable[StudyIndex], problems: list[str] | None = None) -> dict[str, StudyIndex]:
+    """The duplicates rule (one for training, scoring and prediction): when several folders hold
+    the same StudyInstanceUID, the one with the most images counts (a partial copy never wins);
+    ties go to the first in the order given (folders in sorted path order). Every other copy is
+    reported in ``problems``, naming both folders. → {study uid: index}."""
+    chosen: dict[str, StudyIndex] = {}
+    others: dict[str, list[StudyIndex]] = defaultdict(list)
+    for idx in indexes:
+        first = chosen.get(idx.study_uid)
+        if first is None:
+            chosen[idx.study_uid] = idx
+        elif _images(idx) > _images(first):
+            chosen[idx.study_uid] = idx
+            others[idx.study_uid].append(first)
+        else:
+            others[idx.study_uid].append(idx)
+    for uid, ignored in others.items():
+        kept = chosen[uid]
+        for idx in ignored:
+            if problems is not None:
+                problems.append(f"{idx.folder}: holds study {uid} again ({_images(idx)} images; {kept.folder} holds "
+                                f"{_images(kept)}): the folder with the most images counts, this one is ignored")
+    return chosen
+
+
+def _images(idx: StudyIndex) -> int:
+    return sum(len(s.slices) for s in idx.stacks)
+
+
+def _stack_notes(folder: Path, stacks: list[Stack]) -> list[str]:
+    """Problems worth reporting about a study's stacks: split series, repeated slice positions,
+    files repeating an image."""
+    notes = []
     for uid, parts in _by_series(stacks).items():
         if len(parts) > 1:
-            problems.append(f"{folder}: series {uid} holds {len(parts)} stacks of different orientation or geometry "
-                            f"({'; '.join(s.summary() for s in parts)}); each stack is ordered and used on its own")
+            notes.append(f"{folder}: series {uid} holds {len(parts)} stacks of different orientation, geometry or "
+                         f"acquisition ({'; '.join(s.summary() for s in parts)}); each stack is ordered and used on its own")
     for s in stacks:
+        repeats = repeated_positions(s.slices)
+        if repeats:
+            notes.append(f"{folder}: stack {s.name} ({s.summary()}) has {repeats} image(s) at a slice position another "
+                         "image already holds; neighbouring slices may come from another acquisition")
         first = {h.key: h.path for h in s.slices}
         for key, copies in s.duplicates.items():
             for h in copies:
                 what = key[0] if key[1] is None else f"{key[0]} frame {key[1]}"
-                problems.append(
-                    f"{h.path}: repeats instance {what} of {first[key]}; kept only as a spare should the first not decode"
-                )
-    return StudyIndex(folder=str(folder), study_uid=study_uids[0], stacks=stacks, problems=problems)
+                notes.append(f"{h.path}: repeats instance {what} of {first[key]}; kept only as a spare should the first "
+                             "not decode")
+    return notes
 
 
 def _by_series(stacks: list[Stack]) -> dict[str, list[Stack]]:

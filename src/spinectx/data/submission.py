@@ -266,7 +266,7 @@ def read_submission(
     """
     path = Path(path)
     problems = [] if problems is None else problems
-    parsed = parse_annotations(path, landmarks)
+    parsed = parse_annotations(path, landmarks, classes_required=False)  # a point may carry a prob instead
     problems.extend(parsed.problems)
     if parsed.skipped_identifications:
         problems.append(

@@ -23,6 +23,9 @@ Conventions:
   includes ``wrong`` and ``not_hit``), F1 = 2PR / (P + R); each is 0 where undefined (empty row or
   column). ``support`` = column sum. macro-F1 = mean of the F1 of *all* classes, including
   classes absent from the ground truth (their F1 is 0).
+* **Undefined macro-F1.** When no class has support (the ground truth locates landmarks but tags
+  none of them, or locates none), there is nothing to average: ``macro_f1`` is None and
+  ``undefined["macro_f1"]`` says why; the per-class values stay 0 as above. Reports show ``n/a``.
 
 Distances are Euclidean in mm: pixel differences of the annotated frame × its spacing (dy, dx),
 computed in float64.
@@ -88,8 +91,10 @@ def challenge_metric(
         threshold_mm: farther than this is ``wrong``.
 
     Returns:
-        ``{"macro_f1": float, "per_class": {class: {precision, recall, f1, support}},
-        "confusion": {row: {col: count}}, "classes": [...], "rows": [...]}``.
+        ``{"macro_f1": float | None, "per_class": {class: {precision, recall, f1, support}},
+        "confusion": {row: {col: count}}, "classes": [...], "rows": [...], "undefined": {...}}``;
+        ``macro_f1`` is None when no class has support, with the reason in
+        ``undefined["macro_f1"]`` (``undefined`` is empty otherwise).
 
     Raises:
         ValueError: shapes that do not match, or a class code outside its group's vocabulary.
@@ -151,10 +156,18 @@ def challenge_metric(
         c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(col_sum[i])}
         for i, c in enumerate(classes)
     }
+    undefined = {}
+    if not col_sum.any():
+        located = int(gt_present.sum())
+        undefined["macro_f1"] = (
+            f"no ground-truth class to score: {located} annotated landmark(s) in {n} stud(ies), none with a class tag"
+            if located else f"no annotated ground-truth landmark in {n} stud(ies)"
+        )
     return {
-        "macro_f1": float(f1.mean()) if len(classes) else 0.0,
+        "macro_f1": None if undefined else float(f1.mean()),
         "per_class": per_class,
         "confusion": {r: {c: int(confusion[ri, ci]) for ci, c in enumerate(classes)} for ri, r in enumerate(rows)},
         "classes": classes,
         "rows": rows,
+        "undefined": undefined,
     }
