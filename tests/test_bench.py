@@ -58,6 +58,7 @@ def test_pad_study_adds_unused_series(tmp_path, synthetic_root):
     assert after.inference_stack().series_uid == before.inference_stack().series_uid  # the same frame is predicted
 
 
+@pytest.mark.slow  # ~100 s: every benchmark section end to end (make test-all); its parts are unit-tested above
 def test_bench_end_to_end_on_tiny_settings(tmp_path, synthetic_root):
     out = tmp_path / "bench"
     run("spinectx.cli.bench", f"out={out}", f"data_overrides=['data.root={synthetic_root}','data.synthetic=null','data.num_workers=0']",

@@ -201,19 +201,26 @@ def test_enhanced_mr_series_frames_become_slices(root, landmarks):
         read_frame(folder / "enhanced.dcm")
 
 
-def test_enhanced_mr_without_a_frame_number_is_reported_not_read_as_frame_0(root, landmarks):
-    entries = load_ann(root)
-    entry = entries[2]
+def stack_as_enhanced(root: Path, entries: list, k: int):
+    """Replace the annotated stack of entry ``k`` by one Enhanced MR file (frames in slice order)
+    and point the annotation at it → (folder, stack, annotated slice index, point list)."""
+    entry = entries[k]
     folder, idx, stack, i = study_of(root, entry)
     enhanced = to_enhanced(stack, folder / "enhanced.dcm", list(range(len(stack.slices))))
     for h in stack.slices:
         Path(h.path).unlink()
     entry["data"][0]["instanceUid"] = enhanced.SOPInstanceUID
-    for point in entry["data"][0]["annotation"][0]["data"]["point"]:
+    return folder, stack, i, entry["data"][0]["annotation"][0]["data"]["point"]
+
+
+def test_enhanced_mr_without_a_frame_number_is_reported_not_read_as_frame_0(root, landmarks):
+    entries = load_ann(root)
+    folder, stack, i, points = stack_as_enhanced(root, entries, 2)
+    for point in points:
         point.pop("zIndex", None)
     save_ann(root, entries)
     index = build_index(root, ["lumbar_train"], landmarks)
-    assert record_of(index, entry["studyUid"]) is None
+    assert record_of(index, entries[2]["studyUid"]) is None
     assert problems_with(index, str(folder / "enhanced.dcm"), "multi-frame", "cannot tell the annotated frame")
 
 
@@ -505,12 +512,7 @@ def test_a_study_whose_points_are_all_rejected_says_why(root, landmarks):
 def test_points_on_other_frames_of_a_multi_frame_file_are_masked_and_reported(root, landmarks):
     entries = load_ann(root)
     entry = entries[2]
-    folder, idx, stack, i = study_of(root, entry)
-    enhanced = to_enhanced(stack, folder / "enhanced.dcm", list(range(len(stack.slices))))
-    for h in stack.slices:
-        Path(h.path).unlink()
-    entry["data"][0]["instanceUid"] = enhanced.SOPInstanceUID
-    points = entry["data"][0]["annotation"][0]["data"]["point"]
+    folder, stack, i, points = stack_as_enhanced(root, entries, 2)
     for k, point in enumerate(points):
         point["zIndex"] = i if k >= 3 else i + 1
     save_ann(root, entries)

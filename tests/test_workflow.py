@@ -146,6 +146,7 @@ def test_predict_writes_a_submission_that_scores(tmp_path, synthetic_root, train
     assert no_tta != one["data"][0]["annotation"][0]["data"]["point"]
 
 
+@pytest.mark.slow  # ~60 s; SIGKILL + resume is in the fast suite (score that does not improve); this adds the W&B run id
 def test_killed_run_resumes_where_it_stopped_with_the_same_wandb_run(tmp_path, synthetic_root):
     args = ["logger=wandb", "trainer=cpu", *data_args(synthetic_root), "data.image_size=64", "data.batch_size=2",
             "data.num_rep=6", "trainer.max_epochs=3", "overlay_studies=0", "callbacks.progress_bar=null",
@@ -304,6 +305,7 @@ def test_channels_last_and_compiled_runs_give_plain_checkpoints(tmp_path, synthe
     assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
 
 
+@pytest.mark.slow  # ~70 s; skipping finished cells is in the fast suite (the many-overrides sweep); this adds set-aside of stale cells
 def test_rerun_sweep_skips_finished_cells(tmp_path, synthetic_root):
     sweep = tmp_path / "sweep"
     args = ["--multirun", "data.fold=0,1", "logger=none", "trainer=cpu", *data_args(synthetic_root), "data.image_size=64",
