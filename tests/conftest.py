@@ -20,6 +20,7 @@ TIANCHI_LANDMARKS = {
             "classes": ["v1", "v2", "v3", "v4", "v5"],
             "normal": "v1",
             "title": "Disc",
+            "flags": ["v5"],
         },
     }
 }

@@ -26,6 +26,10 @@ class LandmarkGroup:
         classes: class codes in the tag vocabulary (e.g. ``("v1", "v2")``).
         normal: the class that means "not abnormal".
         title: display name used in metric keys (``L-<title>``).
+        flags: classes that are independent findings a landmark may carry *besides* one of the
+            other (mutually exclusive) classes — TianChi's ``v5`` (Schmorl's node, ``"v3,v5"``).
+        class_weights: loss weight per exclusive class, in ``exclusive`` order (RSNA 2024: 1, 2, 4
+            for normal/mild, moderate, severe, as its metric weighs them); None = unweighted.
     """
 
     name: str
@@ -33,12 +37,25 @@ class LandmarkGroup:
     classes: tuple[str, ...]
     normal: str
     title: str
+    flags: tuple[str, ...] = ()
+    class_weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.normal not in self.classes:
             raise ValueError(f"group {self.name!r}: normal class {self.normal!r} not in {self.classes}")
         if len(set(self.identifications)) != len(self.identifications):
             raise ValueError(f"group {self.name!r}: duplicate identifications {self.identifications}")
+        unknown = [f for f in self.flags if f not in self.classes]
+        if unknown or self.normal in self.flags:
+            raise ValueError(f"group {self.name!r}: flags {list(self.flags)} must be classes other than the normal one")
+        if self.class_weights is not None and len(self.class_weights) != len(self.exclusive):
+            raise ValueError(f"group {self.name!r}: {len(self.class_weights)} class_weights for the "
+                             f"{len(self.exclusive)} exclusive classes {list(self.exclusive)}")
+
+    @property
+    def exclusive(self) -> tuple[str, ...]:
+        """The mutually exclusive classes (all classes but the flags), in vocabulary order."""
+        return tuple(c for c in self.classes if c not in self.flags)
 
 
 class LandmarkSet:
@@ -51,7 +68,7 @@ class LandmarkSet:
           disc: {identifications: [T12-L1, ...], classes: [v1, ..., v5], normal: v1, title: Disc}
     """
 
-    def __init__(self, groups: Sequence[LandmarkGroup]):
+    def __init__(self, groups: Sequence[LandmarkGroup], flip_pairs: Sequence[Sequence[str]] = ()):
         if not groups:
             raise ValueError("a landmark set needs at least one group")
         self.groups: tuple[LandmarkGroup, ...] = tuple(groups)
@@ -61,13 +78,24 @@ class LandmarkSet:
         self.index: dict[str, int] = {n: k for k, n in enumerate(self.names)}
         self.group_of: tuple[int, ...] = tuple(gi for gi, g in enumerate(self.groups) for _ in g.identifications)
         self.max_classes: int = max(len(g.classes) for g in self.groups)
+        self.flip_pairs: tuple[tuple[str, str], ...] = tuple((str(a), str(b)) for a, b in flip_pairs)
+        permutation = list(range(len(self.names)))
+        for a, b in self.flip_pairs:
+            if a not in self.index or b not in self.index or self.group(a) != self.group(b):
+                raise ValueError(f"flip pair ({a}, {b}): both must be landmarks of one group of {self.names}")
+            permutation[self.index[a]], permutation[self.index[b]] = self.index[b], self.index[a]
+        #: row k of a horizontally flipped sample is landmark flip_permutation[k] of the original
+        #: (left ⇄ right for the pairs, identity elsewhere)
+        self.flip_permutation: tuple[int, ...] = tuple(permutation)
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> "LandmarkSet":
-        """Build from a mapping ``{"groups": {name: {identifications, classes, normal, title?}}}``."""
+        """Build from a mapping ``{"groups": {name: {identifications, classes, normal, title?,
+        flags?, class_weights?}}, "flip_pairs"?: [[left, right], ...]}``."""
         groups_cfg = cfg["groups"] if "groups" in cfg else cfg
         groups = []
         for name, g in groups_cfg.items():
+            weights = g.get("class_weights")
             groups.append(
                 LandmarkGroup(
                     name=str(name),
@@ -75,23 +103,26 @@ class LandmarkSet:
                     classes=tuple(str(c) for c in g["classes"]),
                     normal=str(g.get("normal", g["classes"][0])),
                     title=str(g.get("title", str(name).capitalize())),
+                    flags=tuple(str(f) for f in g.get("flags") or ()),
+                    class_weights=None if weights is None else tuple(float(w) for w in weights),
                 )
             )
-        return cls(groups)
+        return cls(groups, flip_pairs=cfg.get("flip_pairs") or () if "groups" in cfg else ())
 
     def to_config(self) -> dict:
         """Inverse of :meth:`from_config` (plain dict, safe to store in checkpoints)."""
-        return {
-            "groups": {
-                g.name: {
-                    "identifications": list(g.identifications),
-                    "classes": list(g.classes),
-                    "normal": g.normal,
-                    "title": g.title,
-                }
-                for g in self.groups
-            }
-        }
+        out: dict = {"groups": {}}
+        for g in self.groups:
+            entry = {"identifications": list(g.identifications), "classes": list(g.classes), "normal": g.normal,
+                     "title": g.title}
+            if g.flags:
+                entry["flags"] = list(g.flags)
+            if g.class_weights is not None:
+                entry["class_weights"] = list(g.class_weights)
+            out["groups"][g.name] = entry
+        if self.flip_pairs:
+            out["flip_pairs"] = [list(p) for p in self.flip_pairs]
+        return out
 
     def __len__(self) -> int:
         return len(self.names)
