@@ -359,8 +359,16 @@ def test_other_settings_are_checked_before_any_work(tmp_path, app, args, message
     assert not (tmp_path / "ds").exists() and not (tmp_path / "p.csv").exists()
 
 
+def test_data_check_without_a_root_names_the_default_root(tmp_path, monkeypatch, capsys):
+    """spinectx-data reads data.root (default <SPINECTX_HOME>/data/tianchi) when root= is not given."""
+    from spinectx.cli.data import main
+
+    monkeypatch.chdir(tmp_path)
+    code, err = run_app(main, f"paths.root_dir={tmp_path}", monkeypatch=monkeypatch, capsys=capsys)
+    assert_clean_error(code, err, "spinectx-data", f"{tmp_path}/data/tianchi: dataset root not found")
+
+
 @pytest.mark.parametrize(("app", "args", "key"), [
-    ("data", [], "root"),
     ("eval", [], "ckpt_path"),
     ("score", ["gt=g.json", "images=."], "pred"),
     ("synth", [], "out"),

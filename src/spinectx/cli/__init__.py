@@ -88,3 +88,21 @@ def job_dirname(overrides: str) -> str:
 
 
 OmegaConf.register_new_resolver("spinectx.job_dirname", job_dirname, replace=True)
+
+
+def landmark_config(name: str):
+    """The landmark set ``conf/data/landmarks/<name>.yaml`` (a DictConfig), for configs whose
+    landmark set follows a value (``landmarks: ${spinectx.landmarks:rsna2024_${data.view}}``).
+
+    Raises:
+        FileNotFoundError: no such landmark set (the message lists the known ones).
+    """
+    folder = Path(CONF_DIR) / "data" / "landmarks"
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise FileNotFoundError(f"{path}: landmark set {name!r} not found (known: {known})")
+    return OmegaConf.load(path)
+
+
+OmegaConf.register_new_resolver("spinectx.landmarks", landmark_config, replace=True)

@@ -1,8 +1,12 @@
-"""spinectx-data root=DIR splits=[...] out=FILE.json: check a dataset before training.
+"""spinectx-data root=DIR [splits=[...]] out=FILE.json | data=rsna2024 data.root=DIR out=FILE.json:
+check a dataset before training.
 
-Writes one record per usable study (uids, pixel spacing [dy, dx] mm, shape [rows, cols],
-landmarks {identification: {coord: [x, y], tags}}, problems), the skipped studies and every
-problem found, and totals (studies, landmarks per class); prints the totals and the problems.
+TianChi (the default): one record per usable study (uids, pixel spacing [dy, dx] mm, shape
+[rows, cols], landmarks {identification: {coord: [x, y], tags}}, problems), the skipped studies,
+every problem found, and totals (studies, landmarks per class). RSNA 2024 (``data=rsna2024``): every
+labelled point of every study (condition, level, series, instance, file, slice index in its stack,
+coord, severity, pixel spacing), the study's problems, totals (see :func:`spinectx.data.rsna.report`).
+Prints the totals and the first problems; exits 0 whatever it finds in the studies (it is a report).
 
 ``problems`` lists everything, each naming the file or folder: unreadable or duplicate DICOM
 files, studies skipped (annotated instance missing, no sagittal series, invalid PixelSpacing,
@@ -54,20 +58,40 @@ def check_dataset(root: str, splits: str | list[str], landmarks_cfg: dict) -> di
     }
 
 
+def dataset_report(cfg: DictConfig) -> dict:
+    """The report of the dataset ``cfg.data`` describes (``root=``/``splits=`` override it)."""
+    from hydra.utils import instantiate
+
+    from spinectx.data.landmarks import LandmarkSet
+    from spinectx.data.records import TianChiReader
+
+    root = cfg.root if cfg.get("root") is not None else cfg.data.root
+    landmarks_cfg = OmegaConf.to_container(cfg.data.landmarks, resolve=True)
+    if cfg.get("splits") is not None or cfg.data.get("reader") is None:
+        splits = cfg.splits if cfg.get("splits") is not None else cfg.data.splits
+        splits = OmegaConf.to_container(splits, resolve=True) if OmegaConf.is_list(splits) else splits
+        return check_dataset(str(root), splits, landmarks_cfg)
+    reader = instantiate(cfg.data.reader)
+    if isinstance(reader, TianChiReader):
+        return check_dataset(str(root), reader.splits, landmarks_cfg)
+    return reader.report(str(root), LandmarkSet.from_config(landmarks_cfg))
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="data_check")
 @fail_cleanly("spinectx-data")
 def main(cfg: DictConfig) -> None:
     out = check_output_file(cfg.out, "out")
-    splits = OmegaConf.to_container(cfg.splits, resolve=True) if OmegaConf.is_list(cfg.splits) else cfg.splits
-    report = check_dataset(cfg.root, splits, OmegaConf.to_container(cfg.landmarks, resolve=True))
+    report = dataset_report(cfg)
     with open(out, "w") as fh:
         json.dump(report, fh, indent=2)
     print(json.dumps(report["totals"], indent=2))
+    problems = report["problems"] + [p for s in report.get("studies", []) for p in s.get("problems", [])
+                                     if "points" in s]  # RSNA reports keep study problems per study
     shown = 20
-    for p in report["problems"][:shown]:
+    for p in problems[:shown]:
         print("problem:", p)
-    if len(report["problems"]) > shown:
-        print(f"... and {len(report['problems']) - shown} more problems in {cfg.out}")
+    if len(problems) > shown:
+        print(f"... and {len(problems) - shown} more problems in {cfg.out}")
     log.info("wrote %s (%d studies, %d problems)", cfg.out, report["totals"]["studies"], report["totals"]["problems"])
 
 

@@ -1,10 +1,12 @@
 """One LightningDataModule for every model: folds, fractions, augmentation, batching.
 
 Batches are dicts (see :class:`~spinectx.data.dataset.SpineDataset` and
-:class:`~spinectx.data.transforms.SpineTransform`): ``image`` [B, 1, S, S], ``keypoints`` [B, K, 2]
-(x, y) input pixels, ``annotated``/``visible`` [B, K], ``labels`` [B, K], ``tags`` [B, K, C],
-``spacing`` [B, 2] (dy, dx) mm of the resized frame, ``study_uid`` list[str]. Target encoding is
-the model's codec's job, not the DataModule's.
+:class:`~spinectx.data.transforms.SpineTransform`): ``image`` [B, slices, S, S], ``keypoints``
+[B, K, 2] (x, y) input pixels, ``annotated``/``visible`` [B, K], ``labels`` [B, K], ``tags``
+[B, K, C], ``spacing`` [B, 2] (dy, dx) mm of the resized frame, ``study_uid`` and ``sample_id``
+list[str]. Target encoding is the model's codec's job, not the DataModule's; which layout the data
+came from is the reader's business (:class:`~spinectx.data.records.TianChiReader`,
+:class:`~spinectx.data.rsna.RSNAReader`), never the DataModule's.
 """
 
 from __future__ import annotations
@@ -24,26 +26,36 @@ from spinectx.data.dataset import SpineDataset
 from spinectx.data.errors import ConfigError, DataError, config_int
 from spinectx.data.folds import check_folds, split_studies
 from spinectx.data.landmarks import LandmarkSet
-from spinectx.data.records import DatasetIndex, build_index
+from spinectx.data.records import DatasetIndex, TianChiReader
 from spinectx.data.transforms import SpineTransform
 
 log = logging.getLogger(__name__)
 
 
-def ensure_synthetic(root: str | Path, split: str, studies: int, seed: int, workers: int = 1) -> Path:
-    """Generate the synthetic dataset into ``root`` unless it is already complete.
+def ensure_synthetic(root: str | Path, split: str, studies: int, seed: int, workers: int = 1,
+                     format: str = "tianchi") -> Path:
+    """Generate the synthetic dataset into ``root`` unless it is already complete: the TianChi
+    layout (``split``) or, with ``format="rsna2024"``, the RSNA 2024 layout.
 
     Generation goes to a temporary sibling folder that is renamed at the end, so an interrupted
     run never leaves a half-written dataset behind."""
-    from spinectx.data.synthetic import generate_dataset
-
     root = Path(root)
-    if (root / f"{split}_annotation.json").is_file():
+    if format not in ("tianchi", "rsna2024"):
+        raise ConfigError(f"data.synthetic.format must be tianchi or rsna2024, got {format!r}")
+    done = root / ("train.csv" if format == "rsna2024" else f"{split}_annotation.json")
+    if done.is_file():
         return root
     tmp = root.with_name(root.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    log.info("generating %d synthetic studies (seed %d) into %s", studies, seed, root)
-    generate_dataset(tmp, studies=studies, seed=seed, split=split, workers=workers)
+    log.info("generating %d synthetic %s studies (seed %d) into %s", studies, format, seed, root)
+    if format == "rsna2024":
+        from spinectx.data.synthetic import generate_rsna_dataset
+
+        generate_rsna_dataset(tmp, studies=studies, seed=seed, workers=workers)
+    else:
+        from spinectx.data.synthetic import generate_dataset
+
+        generate_dataset(tmp, studies=studies, seed=seed, split=split, workers=workers)
     root.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(tmp, root)
@@ -53,22 +65,37 @@ def ensure_synthetic(root: str | Path, split: str, studies: int, seed: int, work
 
 
 class SpineDataModule(L.LightningDataModule):
-    """Cross-validated spine landmark data from a TianChi-layout folder.
+    """Cross-validated spine landmark data from any layout a reader understands.
 
     Args:
-        root: dataset folder holding ``<split>/`` and ``<split>_annotation.json``.
-        splits: split names read and pooled before folding.
+        root: dataset folder (TianChi: holding ``<split>/`` and ``<split>_annotation.json``;
+            RSNA 2024: the Kaggle download).
+        splits: TianChi split names read and pooled before folding (used when ``reader`` is None).
+        reader: what reads ``root`` into sample records (``data.reader``, e.g.
+            ``{_target_: spinectx.data.rsna.RSNAReader, view: spinal}``); None = TianChi ``splits``.
+        view: the view of a multi-view dataset (RSNA: ``spinal``, ``foraminal``, ``subarticular``);
+            the configs hand it to the reader (``reader.view: ${data.view}``) and pick the
+            landmark set with it.
         landmarks: landmark-set config (``conf/data/landmarks/*.yaml``).
         image_size: side of the square network input, pixels.
         batch_size, num_workers: loader settings (validation uses ``val_batch_size`` or
             ``batch_size``).
         num_rep: passes over the training studies per epoch.
-        num_folds, fold: study-level k-fold split; fold ``fold`` is validation.
+        num_folds, fold: study-level k-fold split; fold ``fold`` is validation. All samples of a
+            study go to the same fold; folds are stratified when the reader gives strata (RSNA:
+            each study's worst severity), so every view of a study is held out together.
         fraction: share of the training folds used (nested across fractions).
         seed: seeds folds and fractions.
         cache_dir: decoded-frame cache (``None``: decode every time).
         augment: keyword arguments of :class:`SpineTransform` for training, plus ``neighbour_p``.
-        synthetic: ``{studies, seed, workers}`` to generate the dataset into ``root`` on first use.
+        synthetic: ``{studies, seed, workers, format}`` to generate the dataset into ``root`` on
+            first use (format ``tianchi`` or ``rsna2024``).
+        slices: 2.5-D input, the frame and its neighbours as channels (odd; 1 = the paper's
+            single slice; see :class:`~spinectx.data.dataset.SpineDataset`).
+        monitor: how checkpoints are selected for this dataset, ``{metric, mode, name}`` (TianChi:
+            ``val/Score`` max; RSNA: the weighted log loss, min); read by the callbacks config.
+        metrics: the dataset's metrics beyond the table metric (e.g. ``{rsna: {any_severe:
+            true}}``), handed to the model.
         train_size_schedule: progressive resizing, ``{epoch: size}``: training images are
             ``size`` from that epoch on (e.g. ``{0: 192, 3: 288}``: cheap low-resolution epochs
             learn the coarse layout first). Validation always uses ``image_size``. Needs the
@@ -94,14 +121,30 @@ class SpineDataModule(L.LightningDataModule):
         synthetic: Mapping | None = None,
         pin_memory: bool = False,
         train_size_schedule: Mapping[int, int] | None = None,
+        reader=None,
+        view: str | None = None,
+        slices: int = 1,
+        monitor: Mapping | None = None,
+        metrics: Mapping | None = None,
     ):
         super().__init__()
         # settings come from the command line (data.*): bad values are a ConfigError before any work
         self.root = str(root)
-        self.splits = [splits] if isinstance(splits, str) else list(splits or [])  # one split given as a string
-        if not self.splits or not all(isinstance(s, str) and s for s in self.splits):
-            raise ConfigError(f"data.splits must be split names such as [lumbar_train], got {splits!r}")
+        if isinstance(reader, Mapping):  # a config not instantiated by Hydra (e.g. built in Python)
+            from hydra.utils import instantiate
+
+            reader = instantiate(reader)
+        self.reader = reader if reader is not None else TianChiReader(splits)
+        self.view = view if view is not None else getattr(self.reader, "view", None)
+        if view is not None and getattr(self.reader, "view", view) != view:
+            raise ConfigError(f"data.view={view!r} but data.reader.view={self.reader.view!r}: set data.view only")
+        self.splits = list(getattr(self.reader, "splits", []))
         self.landmarks = LandmarkSet.from_config(landmarks)
+        self.slices = config_int("data.slices", slices, minimum=1)
+        if self.slices % 2 == 0:
+            raise ConfigError(f"data.slices must be odd (the frame and as many neighbours on each side), got {slices}")
+        self.monitor = dict(monitor or {"metric": "val/Score", "mode": "max", "name": "score"})
+        self.metrics = dict(metrics or {})
         self.image_size = config_int("data.image_size", image_size, minimum=1)
         self.batch_size = config_int("data.batch_size", batch_size, minimum=1)
         self.val_batch_size = config_int("data.val_batch_size", val_batch_size or batch_size, minimum=1)
@@ -122,10 +165,11 @@ class SpineDataModule(L.LightningDataModule):
         if self.synthetic:
             ensure_synthetic(
                 self.root,
-                self.splits[0],
+                self.splits[0] if self.splits else "lumbar_train",
                 int(self.synthetic.get("studies", 100)),
                 int(self.synthetic.get("seed", 0)),
                 int(self.synthetic.get("workers", 1)),
+                str(self.synthetic.get("format", "tianchi")),
             )
 
     def setup(self, stage: str | None = None) -> None:
@@ -133,31 +177,35 @@ class SpineDataModule(L.LightningDataModule):
             return
         if self.synthetic:  # prepare_data runs on one rank only; make sure the data is there
             self.prepare_data()
-        self.index = build_index(self.root, self.splits, self.landmarks)
+        self.index = self.reader.index(self.root, self.landmarks)
         if self.index.problems:
             log.warning("%d data problems (run spinectx-data for the full list); first: %s", len(self.index.problems), self.index.problems[0])
-        if len(self.index.records) < self.num_folds:
-            raise DataError(self.root, f"{len(self.index.records)} usable studies cannot fill {self.num_folds} folds: "
+        by_study: dict[str, list] = {}
+        for r in self.index.records:  # a study may give several samples (RSNA sides, levels)
+            by_study.setdefault(r.study_uid, []).append(r)
+        if len(by_study) < self.num_folds:
+            raise DataError(self.root, f"{len(by_study)} usable studies cannot fill {self.num_folds} folds: "
                                        f"{self.index.why_too_few()}")
-        by_uid = {r.study_uid: r for r in self.index.records}  # build_index keeps one record per study
-        train_uids, val_uids = split_studies(list(by_uid), self.num_folds, self.fold, self.fraction, self.seed)
-        self.train_set = SpineDataset(
-            [by_uid[u] for u in train_uids],
-            self.landmarks,
-            self._train_transform(self.train_size(0)),
-            self.cache,
-            num_rep=self.num_rep,
-            neighbour_p=float(self.augment.get("neighbour_p", 0.0)),
-        )
-        self.val_set = SpineDataset([by_uid[u] for u in val_uids], self.landmarks, SpineTransform(self.image_size, train=False), self.cache)
+        train_uids, val_uids = split_studies(list(by_study), self.num_folds, self.fold, self.fraction, self.seed,
+                                             strata=self.index.strata or None)
+        self.train_set = self._dataset([r for u in train_uids for r in by_study[u]], self._train_transform(self.train_size(0)),
+                                       num_rep=self.num_rep, neighbour_p=float(self.augment.get("neighbour_p", 0.0)))
+        self.val_set = self._dataset([r for u in val_uids for r in by_study[u]], self._eval_transform())
         log.info(
-            "fold %d/%d: %d training studies (fraction %.2f) × %d passes, %d validation studies",
-            self.fold, self.num_folds, len(train_uids), self.fraction, self.num_rep, len(val_uids),
+            "fold %d/%d: %d training studies (%d samples, fraction %.2f) × %d passes, %d validation studies (%d samples)",
+            self.fold, self.num_folds, len(train_uids), len(self.train_set.records), self.fraction, self.num_rep,
+            len(val_uids), len(self.val_set.records),
         )
+
+    def _dataset(self, records: list, transform, **kwargs) -> SpineDataset:
+        return SpineDataset(records, self.landmarks, transform, self.cache, slices=self.slices, **kwargs)
+
+    def _eval_transform(self) -> SpineTransform:
+        return SpineTransform(self.image_size, train=False)
 
     def _train_transform(self, size: int) -> SpineTransform:
         aug = {k: v for k, v in self.augment.items() if k != "neighbour_p"}
-        return SpineTransform(size, train=True, **aug)
+        return SpineTransform(size, train=True, flip_permutation=self.landmarks.flip_permutation, **aug)
 
     def train_size(self, epoch: int) -> int:
         """Training image size at ``epoch`` (the schedule's latest entry ≤ epoch, else image_size)."""
@@ -205,4 +253,4 @@ class SpineDataModule(L.LightningDataModule):
         """Every usable study of ``splits`` with the evaluation transform (for ``spinectx-eval all_studies=true``)."""
         if self.index is None:
             self.setup("validate")
-        return SpineDataset(list(self.index.records), self.landmarks, SpineTransform(self.image_size, train=False), self.cache)
+        return self._dataset(list(self.index.records), self._eval_transform())

@@ -32,8 +32,9 @@ class SpineDataset(Dataset):
     """Samples of annotated studies.
 
     Each item is the transform applied to the raw sample dict
-    ``{image [H, W] float32 ~[0,1], keypoints [K, 2] (x, y) px (NaN = missing), annotated [K],
-    labels [K], tags [K, C], spacing [2] (dy, dx) mm, study_uid}``.
+    ``{image [H, W] (or [S, H, W] with ``slices`` = S > 1) float32 ~[0,1], keypoints [K, 2] (x, y)
+    px (NaN = missing), annotated [K], labels [K], tags [K, C], spacing [2] (dy, dx) mm, study_uid,
+    sample_id}``.
 
     Args:
         records: studies to serve; the dataset has ``len(records) * num_rep`` items (an epoch
@@ -42,6 +43,10 @@ class SpineDataset(Dataset):
             (SPEC §3 augmentation; landmarks keep their in-plane coordinates). A neighbour that
             cannot be decoded, or whose size differs from the annotated frame's, is replaced by
             the annotated frame (a warning names the file once; the file is not tried again).
+        slices: 2.5-D input: the centre slice and its ``(slices − 1) / 2`` neighbours on each side
+            in the stack, as channels in slice order (1 = the frame alone; an odd number). At the
+            ends of a stack, and for a neighbour that cannot be used, the centre slice is repeated.
+            With ``neighbour_p`` the whole window moves with the centre.
             The annotated frame itself was checked by ``build_index``; if it fails here after all
             (e.g. changed on disk since), the DicomError naming it propagates.
     """
@@ -54,6 +59,7 @@ class SpineDataset(Dataset):
         cache: FrameCache,
         num_rep: int = 1,
         neighbour_p: float = 0.0,
+        slices: int = 1,
     ):
         self.records = list(records)
         self.landmarks = landmarks
@@ -61,22 +67,26 @@ class SpineDataset(Dataset):
         self.cache = cache
         self.num_rep = max(1, int(num_rep))
         self.neighbour_p = float(neighbour_p)
+        self.slices = int(slices)
+        if self.slices < 1 or self.slices % 2 == 0:
+            raise ValueError(f"slices must be an odd number ≥ 1 (the frame and as many neighbours on each side), got {slices}")
         self._targets = [record_targets(r, landmarks) for r in self.records]
         self._bad_neighbours: set[FrameRef] = set()  # per process: each DataLoader worker keeps its own
 
     def __len__(self) -> int:
         return len(self.records) * self.num_rep
 
-    def _slice_ref(self, record: StudyRecord) -> FrameRef:
+    def _centre(self, record: StudyRecord) -> int:
         index = record.slice_index
         if self.neighbour_p > 0 and torch.rand(()) < self.neighbour_p:
             step = -1 if torch.rand(()) < 0.5 else 1
             if 0 <= index + step < len(record.slices):
                 index += step
-        return record.slices[index]
+        return index
 
-    def _load_image(self, record: StudyRecord) -> np.ndarray:
-        ref = self._slice_ref(record)
+    def _load_slice(self, record: StudyRecord, ref: FrameRef, fallback: np.ndarray | None) -> np.ndarray:
+        """The image of ``ref``, or ``fallback`` (else the annotated frame) when it cannot be
+        used: undecodable, or of another size than the annotated frame."""
         if ref != record.frame_ref and ref not in self._bad_neighbours:
             try:
                 image = self.cache.load(ref)
@@ -91,7 +101,19 @@ class SpineDataset(Dataset):
                 )
             self._bad_neighbours.add(ref)
             log.warning("neighbour slice unusable (%s); using the annotated frame %s instead", reason, record.frame_ref)
+        if ref != record.frame_ref and fallback is not None:
+            return fallback
         return self.cache.load(record.frame_ref)
+
+    def _load_image(self, record: StudyRecord) -> np.ndarray:
+        centre = self._centre(record)
+        image = self._load_slice(record, record.slices[centre], None)
+        if self.slices == 1:
+            return image
+        half, last = self.slices // 2, len(record.slices) - 1
+        channels = [image if j == centre else self._load_slice(record, record.slices[j], image)
+                    for j in (min(max(centre + d, 0), last) for d in range(-half, half + 1))]
+        return np.stack(channels)
 
     def raw_sample(self, i: int, image: np.ndarray | None = None) -> dict:
         """Item ``i`` before the transform; ``image`` replaces the frame this dataset would load
@@ -107,6 +129,7 @@ class SpineDataset(Dataset):
             "tags": tags.copy(),
             "spacing": np.asarray(record.pixel_spacing, dtype=np.float32),
             "study_uid": record.study_uid,
+            "sample_id": record.sample_id,
         }
 
     def __getitem__(self, i: int) -> dict:

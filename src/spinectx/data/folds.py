@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -27,20 +28,30 @@ def check_folds(num_folds, fold, fraction=1.0) -> tuple[int, int, float]:
     return num_folds, fold, share
 
 
-def assign_folds(study_uids: Sequence[str], num_folds: int, seed: int) -> dict[str, int]:
+def assign_folds(study_uids: Sequence[str], num_folds: int, seed: int,
+                 strata: Mapping[str, int] | None = None) -> dict[str, int]:
     """Map each study uid to a fold in [0, num_folds). Sorted uids are shuffled with ``seed`` and
     dealt round-robin, so fold sizes differ by at most one and the split does not depend on the
-    order studies were found in."""
+    order studies were found in.
+
+    With ``strata`` (a label per study, e.g. RSNA's worst severity), the shuffled studies are
+    dealt stratum by stratum (rarest first) with one running counter: every fold gets its share
+    of each stratum (± 1) and fold sizes still differ by at most one. Without, the assignment is
+    the same as it always was (so earlier results stay reproducible)."""
     check_folds(num_folds, 0)
     uids = sorted(set(study_uids))
     if len(uids) < num_folds:
         raise ValueError(f"{len(uids)} studies cannot fill {num_folds} folds")
-    order = np.random.default_rng(seed).permutation(len(uids))
-    return {uids[j]: rank % num_folds for rank, j in enumerate(order)}
+    order = [uids[j] for j in np.random.default_rng(seed).permutation(len(uids))]
+    if strata:
+        counts = Counter(strata.get(u) for u in order)
+        order.sort(key=lambda u: (counts[strata.get(u)], str(strata.get(u))))  # stable: shuffled within a stratum
+    return {uid: rank % num_folds for rank, uid in enumerate(order)}
 
 
 def split_studies(
-    study_uids: Sequence[str], num_folds: int, fold: int, fraction: float = 1.0, seed: int = 0
+    study_uids: Sequence[str], num_folds: int, fold: int, fraction: float = 1.0, seed: int = 0,
+    strata: Mapping[str, int] | None = None,
 ) -> tuple[list[str], list[str]]:
     """(train uids, validation uids) for one fold.
 
@@ -49,7 +60,7 @@ def split_studies(
     those of any larger one (a fixed seeded order, cut at ``ceil(fraction · n)``).
     """
     check_folds(num_folds, fold, fraction)
-    folds = assign_folds(study_uids, num_folds, seed)
+    folds = assign_folds(study_uids, num_folds, seed, strata)
     val = sorted(u for u, f in folds.items() if f == fold)
     train_all = sorted(u for u, f in folds.items() if f != fold)
     order = np.random.default_rng(seed + 7919).permutation(len(train_all))

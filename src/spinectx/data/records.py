@@ -12,14 +12,14 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from spinectx.data.annotation import AnnotationFile, parse_annotations
 from spinectx.data.dicom import FrameRef, check_frame, read_headers
-from spinectx.data.errors import DataError, DicomError
+from spinectx.data.errors import ConfigError, DataError, DicomError
 from spinectx.data.landmarks import LandmarkSet
 from spinectx.data.study import Stack, StudyIndex, index_folder, unique_studies
 
@@ -35,6 +35,11 @@ class StudyRecord:
     order (file + frame, see :class:`~spinectx.data.dicom.FrameRef`), ``slice_index`` the
     annotated one; ``pixel_spacing`` (dy, dx) mm; ``shape`` (rows, cols); ``stack`` a short
     description of the annotated stack.
+
+    A record is one training *sample*: ``sample_id`` names it (the study uid for TianChi, where a
+    study gives one sample; e.g. ``<study>_left`` for an RSNA foraminal side), ``study_uid`` is what
+    folds split by, and ``meta`` holds what a reader knows beyond the frame (RSNA: the view, the
+    submission row id of each landmark, the slice each point was labelled on).
     """
 
     split: str
@@ -50,6 +55,11 @@ class StudyRecord:
     tags: list[tuple[str, ...]]
     problems: list[str] = field(default_factory=list)
     stack: str = ""
+    sample_id: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.sample_id = self.sample_id or self.study_uid
 
     @property
     def frame_ref(self) -> FrameRef:
@@ -98,7 +108,8 @@ class DatasetIndex:
     """Records of all usable studies plus everything that was skipped, and why.
 
     ``layout_problems``: what is wrong with the folder layout itself (e.g. study folders one
-    level too deep); also the first entries of ``problems``.
+    level too deep); also the first entries of ``problems``. ``strata``: a label per study for
+    stratified folds (RSNA: the worst labelled severity), empty when folds are not stratified.
     """
 
     records: list[StudyRecord]
@@ -106,6 +117,7 @@ class DatasetIndex:
     skipped_studies: list[str]
     skipped_identifications: Counter
     layout_problems: list[str] = field(default_factory=list)
+    strata: dict[str, int] = field(default_factory=dict)
 
     def totals(self, landmarks: LandmarkSet) -> dict:
         """Counts for a dataset check: studies, annotated landmarks, landmarks per class."""
@@ -391,3 +403,38 @@ def build_index(root: str | Path, splits: list[str], landmarks: LandmarkSet, che
             records.append(rec)
     return DatasetIndex(records=records, problems=layout + problems, skipped_studies=skipped,
                         skipped_identifications=skipped_ids, layout_problems=layout)
+
+
+class TianChiReader:
+    """The TianChi 2020 layout (SPEC §2): ``<root>/<split>/<study>/*.dcm`` and
+    ``<root>/<split>_annotation.json``, one sample per study. Readers give the DataModule the same
+    records whatever the layout (:class:`~spinectx.data.rsna.RSNAReader` is the other one).
+
+    Args:
+        splits: split names read and pooled before folding (a single name is one split).
+    """
+
+    name = "tianchi"
+
+    def __init__(self, splits: Sequence[str] | str = ("lumbar_train",)):
+        self.splits = [splits] if isinstance(splits, str) else list(splits or [])
+        if not self.splits or not all(isinstance(s, str) and s for s in self.splits):
+            raise ConfigError(f"data.splits must be split names such as [lumbar_train], got {splits!r}")
+
+    def index(self, root: str | Path, landmarks: LandmarkSet) -> DatasetIndex:
+        """The annotated studies of the splits (:func:`build_index`)."""
+        return build_index(root, self.splits, landmarks)
+
+    def report(self, root: str | Path, landmarks: LandmarkSet) -> dict:
+        """What ``spinectx-data`` writes: one entry per usable study, the skipped ones, every
+        problem, totals."""
+        index = self.index(root, landmarks)
+        return {
+            "root": str(root),
+            "splits": list(self.splits),
+            "landmarks": list(landmarks.names),
+            "totals": index.totals(landmarks),
+            "studies": [r.to_json(landmarks) for r in index.records],
+            "skipped_studies": index.skipped_studies,
+            "problems": index.problems + [p for r in index.records for p in r.problems],
+        }

@@ -15,9 +15,10 @@ Conventions
       x' = (x + 0.5) * S_w / W - 0.5        y' = (y + 0.5) * S_h / H - 0.5
 
   and the spacing ``(dy, dx)`` (mm per pixel) becomes ``(dy * H / S_h, dx * W / S_w)``.
-* The horizontal flip maps ``x -> W - 1 - x``. Landmark identities never change: row ``k`` of
-  the output keypoints is always landmark ``k`` (a flip does not swap left/right names; the
-  sagittal spine has none).
+* The horizontal flip maps ``x -> W - 1 - x``. On a sagittal frame landmark identities never
+  change. On an axial frame the flip swaps the patient's left and right: a transform given the
+  landmark set's ``flip_permutation`` (RSNA subarticular: ``left`` ⇄ ``right``) reorders the
+  keypoints, ``annotated``, ``labels`` and ``tags`` with it, so row ``k`` stays landmark ``k``.
 * Rotation, shift and zoom are one affine map about the frame centre
   ``c = (W/2 - 0.5, H/2 - 0.5)``: ``p' = c + Z R (p - c) + t``, applied to the image with a
   single ``cv2.warpAffine`` (bilinear, border 0) and to the keypoints with the same matrix.
@@ -457,6 +458,9 @@ class SpineTransform:
         jitter_mm: each annotated landmark moves by ``U(-jitter_mm, jitter_mm)`` mm per axis,
             converted to pixels with the spacing of the resized frame (SPEC: 6 mm / 4).
         seed: makes the instance reproducible (see module docstring for DataLoader workers).
+        flip_permutation: row k of a flipped sample is row ``flip_permutation[k]`` of the
+            unflipped one (:attr:`~spinectx.data.landmarks.LandmarkSet.flip_permutation`); None =
+            identity (no left/right landmarks).
 
     Input keys: ``image`` float32 ``[H, W]`` (or channels-first ``[C, H, W]``), ``keypoints``
     float32 ``[K, 2]`` (NaN rows = missing), ``annotated`` bool ``[K]``, ``spacing`` ``(dy, dx)``
@@ -480,8 +484,11 @@ class SpineTransform:
         flip: float = 0.5,
         jitter_mm: float = 1.5,
         seed: int | None = None,
+        flip_permutation: tuple[int, ...] | None = None,
     ):
         self.size = _as_size(image_size)
+        perm = None if flip_permutation is None else np.asarray(flip_permutation, dtype=np.int64)
+        self.flip_permutation = None if perm is None or (perm == np.arange(len(perm))).all() else perm
         self.train = bool(train)
         if not 0.0 <= p <= 1.0 or not 0.0 <= flip <= 1.0:
             raise ValueError(f"probabilities must lie in [0, 1], got p={p}, flip={flip}")
@@ -527,8 +534,9 @@ class SpineTransform:
                     order=self.bias_field_order, coefficient=self.bias_field_coef, inplace=True, p=self.p
                 )
             )
-        if self.flip > 0:
-            transforms.append(A.HorizontalFlip(p=self.flip))
+        self._flip_transform = A.HorizontalFlip(p=self.flip) if self.flip > 0 else None
+        if self._flip_transform is not None:
+            transforms.append(self._flip_transform)
         if not transforms:
             return None
         # image-only pipelines (no geometry, no flip) get no keypoint processor: albumentations
@@ -595,6 +603,12 @@ class SpineTransform:
 
         if self.train:
             image, kp = self._augment(image, kp, annotated, spacing)
+            if self.flip_permutation is not None and self._flip_transform is not None and self._flip_transform.params:
+                perm = self.flip_permutation  # the flip was applied: the patient's left and right swapped
+                kp, annotated = kp[perm], annotated[perm]
+                for key in _ARRAY_KEYS_F32:
+                    if out.get(key) is not None:
+                        out[key] = np.asarray(out[key])[perm]
 
         out["image"] = np.moveaxis(image, -1, 0) if channels_first else image
         out["keypoints"] = kp
