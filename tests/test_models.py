@@ -51,15 +51,18 @@ def test_codec_sets_the_channel_count_and_inputs_must_fit_the_stride():
         HRNet(K, msc=True)
 
 
-def test_scn_multiplies_local_heatmaps_by_the_spatial_configuration():
-    net = SCN(3, channels_per_landmark=2).eval()
+@pytest.mark.parametrize("cpl", [2, 4, 6], ids=["binary", "coarse_fine-binary", "multiclass-5-logits"])
+def test_scn_multiplies_local_heatmaps_by_the_spatial_configuration(cpl):
+    net = SCN(3, channels_per_landmark=cpl).eval()
     image = torch.rand(1, 1, 64, 64)
     with torch.no_grad():
         local, spatial = net.forward_features(image)
         out = net(image)
+    assert out.shape == (1, 3 * cpl, 16, 16)
     assert spatial.shape == (1, 3, 16, 16) and ((spatial > 0) & (spatial < 1)).all()
     assert torch.allclose(out[:, :3], local[:, :3] * spatial)
-    assert torch.equal(out[:, 3:], local[:, 3:])  # class logits from the local branch alone
+    # offsets and every class-logit block come from the local branch alone, never multiplied
+    assert torch.equal(out[:, 3:], local[:, 3:])
 
 
 def test_dense_atrous_block_gives_the_same_output_shared_or_not():

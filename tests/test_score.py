@@ -175,6 +175,139 @@ def test_challenge_metric_hand_computed(landmarks):
         challenge_metric(pred, bad, gt, gt_tags, spacing, landmarks)
 
 
+def _class_prob_rows(landmarks, rows: dict) -> np.ndarray:
+    """[K, C] class probabilities: the given rows (by identification), NaN elsewhere."""
+    out = np.full((len(landmarks), landmarks.max_classes), NAN)
+    for name, row in rows.items():
+        out[landmarks.index[name]] = list(row) + [0.0] * (landmarks.max_classes - len(row))
+    return out
+
+
+def test_tags_from_class_probabilities(landmarks):
+    from spinectx.data.submission import abnormal_from_class_prob, tags_from_class_prob
+
+    probs = _class_prob_rows(landmarks, {
+        "L1": [0.3, 0.7], "L2": [0.5, 0.5],                 # tie: the first (normal) class
+        "T12-L1": [0.1, 0.2, 0.6, 0.1, 0.5],                # flag at exactly 0.5 is set
+        "L1-L2": [0.4, 0.4, 0.1, 0.1, 0.49],
+        "L2-L3": [0.05, 0.05, 0.1, 0.8, 0.9],
+    })
+    assert tags_from_class_prob(probs, landmarks) == ["v2", "v1", "", "", "", "v3,v5", "v1", "v4,v5", "", "", ""]
+    assert tags_from_class_prob(probs, landmarks, flag_threshold=0.95)[5] == "v3"
+    abnormal = abnormal_from_class_prob(probs, landmarks)
+    assert abnormal[0] == pytest.approx(0.7) and abnormal[5] == pytest.approx(1 - 0.1 * 0.5)
+    assert abnormal[6] == pytest.approx(1 - 0.4 * 0.51) and math.isnan(abnormal[2])
+    rsna = LandmarkSet.from_config({"spinal": {"identifications": ["L1/L2", "L2/L3"], "classes": ["normal_mild", "moderate", "severe"],
+                                               "class_weights": [1, 2, 4]}})
+    assert tags_from_class_prob([[0.2, 0.3, 0.5], [0.7, 0.2, 0.1]], rsna) == ["severe", "normal_mild"]
+    with pytest.raises(ValueError, match=r"expected \[11, 5\]"):
+        tags_from_class_prob(probs[:, :2], landmarks)
+
+
+def test_challenge_metric_from_predicted_classes(landmarks):
+    """A multiclass model's tags ("v3,v5") against multi-tag truth: matched tags on the diagonal,
+    the others under an unmatched predicted class, unmatched predicted flags as false positives."""
+    from spinectx.data.submission import tags_from_class_prob
+
+    k = len(landmarks)
+    gt = np.full((1, k, 2), NAN)
+    pred = np.full((1, k, 2), NAN)
+    gt_tags = [[() for _ in range(k)]]
+    rows = {}
+    v35, v1 = [0.1, 0.1, 0.7, 0.1, 0.8], [0.9, 0.05, 0.03, 0.02, 0.1]
+    plan = [  # name, truth, class probabilities, distance (px = mm)
+        ("L1", ("v2",), [0.2, 0.8], 0),
+        ("T12-L1", ("v3", "v5"), v35, 0),                     # both tags hit
+        ("L1-L2", ("v3",), v35, 1),                           # v3 hit, v5 an extra prediction
+        ("L2-L3", ("v2",), v35, 2),                           # v2 under v3, v5 extra
+        ("L3-L4", ("v2", "v5"), [0.1, 0.1, 0.7, 0.1, 0.2], 0),  # predicted "v3": both tags under v3
+        ("L4-L5", ("v1",), v1, 0),
+        ("L5-S1", ("v4",), [0.5, 0.1, 0.1, 0.3, 0.7], 7),       # 7 mm: wrong, nothing extra
+    ]
+    for j, (name, tags, row, dist) in enumerate(plan):
+        i = landmarks.index[name]
+        gt[0, i] = (100.0, 20.0 + 40 * j)
+        pred[0, i] = gt[0, i] + (dist, 0)
+        gt_tags[0][i] = tags
+        rows[name] = row
+    pred[0, landmarks.index["L2"]] = (50, 50)  # a prediction for an unannotated landmark: ignored
+    rows["L2"] = [0.1, 0.9]
+    pred_tags = [tags_from_class_prob(_class_prob_rows(landmarks, rows), landmarks)]
+    assert [pred_tags[0][landmarks.index[n]] for n, *_ in plan] == ["v2", "v3,v5", "v3,v5", "v3,v5", "v3", "v1", "v1,v5"]
+    out = challenge_metric(pred, pred_tags, gt, gt_tags, np.ones((1, 2)), landmarks)
+    nonzero = {(r, col): v for r, cols in out["confusion"].items() for col, v in cols.items() if v}
+    assert nonzero == {
+        ("vertebra_v2", "vertebra_v2"): 1,
+        ("disc_v3", "disc_v3"): 2,
+        ("disc_v5", "disc_v5"): 1,
+        ("disc_v3", "disc_v2"): 2,
+        ("disc_v3", "disc_v5"): 1,
+        ("disc_v1", "disc_v1"): 1,
+        ("wrong", "disc_v4"): 1,
+    }
+    assert {c: v for c, v in out["extra"].items() if v} == {"disc_v5": 2}
+    pc = out["per_class"]
+    assert pc["disc_v3"] == pytest.approx({"precision": 0.4, "recall": 1.0, "f1": 4 / 7, "support": 2})
+    assert pc["disc_v5"] == pytest.approx({"precision": 1 / 3, "recall": 0.5, "f1": 0.4, "support": 2})
+    assert out["macro_f1"] == pytest.approx((1 + 1 + 4 / 7 + 0.4) / 7)
+    # the first code alone (what a one-class prediction gives) confuses the v5 of T12-L1 with v3
+    first = [[t.split(",")[0] if t else t for t in pred_tags[0]]]
+    single = challenge_metric(pred, first, gt, gt_tags, np.ones((1, 2)), landmarks)
+    assert single["confusion"]["disc_v3"]["disc_v5"] == 2 and not any(single["extra"].values())
+
+
+def test_submission_round_trip_with_class_probabilities(tmp_path, landmarks):
+    from spinectx.data.submission import abnormal_from_class_prob, tags_from_class_prob
+
+    k = len(landmarks)
+    rng = np.random.default_rng(4)
+    class_prob = np.zeros((k, landmarks.max_classes))
+    for j, name in enumerate(landmarks.names):
+        group = landmarks.group(name)
+        e = len(group.exclusive)
+        class_prob[j, :e] = rng.dirichlet(np.ones(e))
+        class_prob[j, e:len(group.classes)] = rng.uniform(0, 1, len(group.flags))
+    prob = abnormal_from_class_prob(class_prob, landmarks)
+    a = _prediction("1.2.5", k, 2)
+    a.prob, a.class_prob = prob, class_prob
+    a.keypoints[0] = NAN
+    path = write_submission(tmp_path / "pred.json", [a], landmarks)
+    raw = json.loads(path.read_text())
+    points = raw[0]["data"][0]["annotation"][0]["data"]["point"]
+    disc = next(p for p in points if p["tag"]["identification"] == "L4-L5")
+    assert list(disc["probs"]) == ["v1", "v2", "v3", "v4", "v5"] and disc["prob"] == pytest.approx(prob[9])
+    assert list(points[0]["probs"]) == ["v1", "v2"]  # a vertebra: its own vocabulary only
+    expected_tags = tags_from_class_prob(class_prob, landmarks)
+    assert disc["tag"]["disc"] == expected_tags[9]
+
+    problems: list[str] = []
+    back = read_submission(path, landmarks, problems)["1.2.5"]
+    assert problems == []
+    np.testing.assert_array_equal(back.class_prob[1:], class_prob[1:])
+    assert np.isnan(back.class_prob[0]).all()  # no prediction for L1
+    assert [",".join(t) for t in back.tags[1:]] == expected_tags[1:]
+    np.testing.assert_array_equal(back.prob[1:], prob[1:])
+
+    # without "prob" and without a class tag: both derived from "probs", and reported
+    for p in points:
+        del p["prob"]
+    del disc["tag"]["disc"]
+    points[0]["probs"] = {"v1": 0.5}  # L2 (L1 has no point): not every class: ignored, reported
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(raw))
+    problems = []
+    back = read_submission(plain, landmarks, problems)["1.2.5"]
+    assert back.prob[9] == pytest.approx(prob[9]) and ",".join(back.tags[9]) == expected_tags[9]
+    assert np.isnan(back.class_prob[1]).all() and back.prob_from_tags  # L2: prob from its tag
+    text = "\n".join(problems)
+    assert "derived from 'probs'" in text and "tag derived from 'probs'" in text and "L2: probs" in text
+    # no file-level class probabilities at all: class_prob stays None
+    for p in points:
+        p.pop("probs", None)
+    plain.write_text(json.dumps(raw))
+    assert read_submission(plain, landmarks)["1.2.5"].class_prob is None
+
+
 def _cli_env() -> dict:
     src = str(Path(spinectx.__file__).resolve().parents[1])
     return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
@@ -439,3 +572,48 @@ def test_a_prediction_on_another_frame_of_a_multi_frame_file_is_reported(tmp_pat
     assert f"annotated on frame {i}" in line
     (line,) = scored(None)
     assert "without zIndex" in line and f"annotated on frame {i}" in line
+
+
+def test_score_tells_the_format_from_the_prediction_file(tmp_path):
+    from spinectx.cli.score import detect_format
+    from spinectx.data.errors import DataError
+
+    cases = {
+        "a.json": ('[{"studyUid": "1.2.3", "data": []}]', "tianchi"),
+        "bom.json": ('\ufeff\n  {"studyUid": "1"}', "tianchi"),
+        "sub.csv": ("row_id,normal_mild,moderate,severe\n1_spinal_canal_stenosis_l1_l2,1,0,0\n", "rsna2024"),
+        "quoted.txt": ('"row_id","normal_mild","moderate","severe"\n', "rsna2024"),
+    }
+    for name, (text, expected) in cases.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        assert detect_format(tmp_path / name) == expected, name
+    (tmp_path / "other.csv").write_text("id,prob\n1,0.5\n")
+    with pytest.raises(DataError, match="other.csv: cannot tell the submission format.*format=tianchi or format=rsna2024"):
+        detect_format(tmp_path / "other.csv")
+    with pytest.raises(DataError, match="none.csv: prediction file not found"):
+        detect_format(tmp_path / "none.csv")
+
+
+def test_a_tianchi_submission_needs_images_and_reports_its_format(tmp_path, scored_pair, monkeypatch, capsys):
+    """images= is optional in score.yaml (an RSNA submission needs none) but still required for TianChi."""
+    from spinectx.cli import score
+
+    images, gt_file, pred_file = scored_pair
+    out = tmp_path / "score.json"
+    monkeypatch.chdir(tmp_path)
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["spinectx-score", f"pred={pred_file}", f"gt={gt_file}", f"out={out}", *args])
+        try:
+            score.main()
+        except SystemExit as stopped:
+            return stopped.code, capsys.readouterr().err
+        return 0, capsys.readouterr().err
+
+    code, err = run()
+    assert code == 2 and "spinectx-score: error: images: missing; give images=..." in err and "TianChi" in err
+    assert not out.exists()
+    code, err = run(f"images={images}", "format=tianchi")
+    assert code == 0, err[-3000:]
+    report = json.loads(out.read_text())
+    assert report["format"] == "tianchi" and report["Score"] == pytest.approx(1.0)

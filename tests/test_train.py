@@ -37,12 +37,22 @@ def test_config_composes_with_issue_overrides(tmp_path, synthetic_root):
     assert (ddp.strategy, ddp.devices, ddp.num_nodes, ddp.sync_batchnorm) == ("ddp", 4, 2, True)
 
 
-@pytest.mark.parametrize("overrides", [
+def test_models_default_to_multiclass_and_the_paper_cells_to_binary(tmp_path, synthetic_root):
+    for model in ("ccfnet", "simplebaseline", "scn", "hrnet"):
+        assert make_cfg(tmp_path, synthetic_root, [f"model={model}"]).model.class_head == "multiclass"
+    methods = sorted(p.stem for p in (Path(CONF_DIR) / "method").glob("*.yaml"))
+    assert len(methods) == 11
+    for method in methods:  # the paper's table cells keep the paper's head
+        assert make_cfg(tmp_path, synthetic_root, [f"method={method}"]).model.class_head == "binary", method
+
+
+@pytest.mark.parametrize("overrides", [  # the models' default head is multiclass
     ["model=ccfnet"],
     ["model=ccfnet", "model.msc=false", "model/codec=integral"],
-    ["model=simplebaseline", "model.msc=true"],
+    ["model=simplebaseline", "model.msc=true", "model.class_head=binary"],
     ["model=simplebaseline", "model/codec=integral"],
     ["model=scn"],
+    ["model=scn", "model/codec=coarse_fine", "model.class_head=binary"],
     ["model=hrnet"],
 ], ids=lambda o: "-".join(x.split("=")[-1] for x in o))
 def test_fast_dev_run_every_family(tmp_path, synthetic_root, overrides):
@@ -78,13 +88,16 @@ def test_short_fit_writes_metrics_checkpoints_and_overlay(tmp_path, synthetic_ro
     assert metrics["evaluation"]["Score"] == pytest.approx(metrics["Score"], abs=1e-6)
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "predictions.png").stat().st_size > 10_000
     assert result["Score"] == metrics["Score"]
-    assert metrics["complexity"]["params_M"] == pytest.approx(4.83, abs=0.01)
+    # CCF-Net R18+MSC is 4.834 M with the paper's binary head; the default multiclass head adds
+    # 4 logits × 11 landmarks to its 1×1 output conv on 256 channels (+ bias)
+    assert metrics["complexity"]["params_M"] == pytest.approx(4.834 + 4 * 11 * 257 / 1e6, abs=0.001)
     # the checkpoint rebuilds the model without any config file
     from spinectx.lit import LandmarkModule
 
     module = LandmarkModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu")
     out = module(torch.zeros(1, 1, 64, 64))
-    assert out.shape == (1, 44, 4, 4)
+    assert module.hparams.class_head == "multiclass" and out.shape == (1, (3 + 5) * 11, 4, 4)
+    assert module.predict_keypoints(torch.zeros(1, 1, 64, 64)).class_prob.shape == (1, 11, 5)
 
 
 def test_loss_falls_on_tiny_data(tmp_path, synthetic_root):

@@ -177,8 +177,9 @@ def find_targets(input_path: str | Path) -> tuple[list[Target], list[str]]:
 @torch.no_grad()
 def predict_targets(module, targets: list[Target], batch_size: int = 8,
                     input_size: int | None = None) -> tuple[list[StudyPrediction], list[str]]:
-    """Predict each target's keypoints (frame pixels) and P(abnormal); undecodable frames are
-    skipped and listed in the returned problems."""
+    """Predict each target's keypoints (frame pixels), P(abnormal) and, for a multiclass head, the
+    class probabilities [K, C] (``StudyPrediction.class_prob``; None for the binary head);
+    undecodable frames are skipped and listed in the returned problems."""
     size = int(input_size or module.hparams.get("input_size") or 0)
     if size <= 0:
         raise ValueError("the checkpoint does not record its input size: pass input_size=")
@@ -200,6 +201,8 @@ def predict_targets(module, targets: list[Target], batch_size: int = 8,
         decoded = module.predict_keypoints(torch.stack(images).to(module.device))
         for i, t in enumerate(chunk):
             keypoints = input_to_frame(decoded.keypoints[i].float().cpu().numpy(), shapes[i], size)
+            class_prob = None if decoded.class_prob is None else decoded.class_prob[i].float().cpu().numpy()
             predictions.append(StudyPrediction(t.study_uid, t.series_uid, t.instance_uid, keypoints,
-                                               decoded.prob[i].float().cpu().numpy(), z_index=t.z_index))
+                                               decoded.prob[i].float().cpu().numpy(), z_index=t.z_index,
+                                               class_prob=class_prob))
     return predictions, problems

@@ -33,19 +33,21 @@ log = logging.getLogger("spinectx.eval")
 @torch.no_grad()
 def collect(module, dataset, batch_size: int = 8) -> dict[str, np.ndarray | list]:
     """Predictions and ground truth of every sample of ``dataset`` (evaluation transform):
-    keypoints [N, K, 2] (input px), prob [N, K], truth [N, K, 2], labels [N, K], spacing [N, 2]
-    (dy, dx of the resized frame), tags (N lists of K tuples), study_uid; truth is NaN where not
-    annotated."""
+    keypoints [N, K, 2] (input px), prob [N, K], class_prob [N, K, C] (multiclass head; None for the
+    binary one), truth [N, K, 2], labels [N, K], spacing [N, 2] (dy, dx of the resized frame), tags
+    (N lists of K tuples), study_uid; truth is NaN where not annotated."""
     module.eval()
-    out: dict[str, list] = {k: [] for k in ("keypoints", "prob", "truth", "labels", "spacing")}
+    out: dict[str, list] = {k: [] for k in ("keypoints", "prob", "class_prob", "truth", "labels", "spacing")}
     for start in range(0, len(dataset), batch_size):
         samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         decoded = module.predict_keypoints(torch.stack([s["image"] for s in samples]).to(module.device))
         out["keypoints"].append(decoded.keypoints.float().cpu().numpy())
         out["prob"].append(decoded.prob.float().cpu().numpy())
+        if decoded.class_prob is not None:
+            out["class_prob"].append(decoded.class_prob.float().cpu().numpy())
         for key, field in (("truth", "keypoints"), ("labels", "labels"), ("spacing", "spacing")):
             out[key].append(np.stack([s[field].numpy() for s in samples]))
-    arrays = {k: np.concatenate(v) for k, v in out.items()}
+    arrays = {k: np.concatenate(v) if v else None for k, v in out.items()}
     records = dataset.records[: len(dataset)]
     arrays["tags"] = [list(r.tags) for r in records]
     arrays["study_uid"] = [r.study_uid for r in records]
@@ -105,7 +107,7 @@ def plot_confusion(challenge: dict, path: Path) -> Path:
 
 def evaluate(cfg: DictConfig) -> dict:
     """Evaluate ``cfg.ckpt_path``; returns the metrics.json payload (on rank 0; {} elsewhere)."""
-    from spinectx.data.submission import tags_from_prob
+    from spinectx.data.submission import tags_from_class_prob, tags_from_prob
     from spinectx.inference import load_module
     from spinectx.lit.callbacks import METRIC_KEYS, write_json_atomic
     from spinectx.metrics.challenge import challenge_metric
@@ -139,7 +141,9 @@ def evaluate(cfg: DictConfig) -> dict:
     table = {k.removeprefix("val/"): float(v) for k, v in validated[0].items() if k.startswith("val/")}
 
     c = collect(module, datamodule.val_set, int(cfg.data.get("val_batch_size") or cfg.data.batch_size))
-    pred_tags = [tags_from_prob(p, module.landmarks) for p in c["prob"]]
+    # multiclass head: the predicted classes; binary head: threshold + the most frequent abnormal class
+    pred_tags = ([tags_from_class_prob(p, module.landmarks) for p in c["class_prob"]] if c["class_prob"] is not None
+                 else [tags_from_prob(p, module.landmarks) for p in c["prob"]])
     challenge = challenge_metric(c["keypoints"], pred_tags, c["truth"], c["tags"], c["spacing"], module.landmarks,
                                  threshold_mm)
     rows = per_landmark_rows(c, list(module.landmarks.names), threshold_mm)
@@ -150,7 +154,7 @@ def evaluate(cfg: DictConfig) -> dict:
         writer.writerows(rows)
     plot_confusion(challenge, output_dir / "confusion.png")
     draw_predictions(module, datamodule.val_set, output_dir / "overlays.png", overlay_studies,
-                     predicted=(c["keypoints"], c["prob"]))  # the predictions collected above
+                     predicted=(c["keypoints"], c["prob"], c["class_prob"]))  # the predictions collected above
     result = {**{k: table[k] for k in METRIC_KEYS if k in table}, "challenge": challenge,
               "checkpoint": str(cfg.ckpt_path), "evaluated": what, "studies": len(datamodule.val_set),
               "tta": bool(module.hparams.tta), "input_size": int(size)}

@@ -1,5 +1,12 @@
-"""spinectx-score pred=FILE.json gt=FILE.json images=DIR out=FILE.json [landmarks=tianchi]: score a submission.
+"""spinectx-score pred=FILE gt=FILE out=FILE.json [format=auto|tianchi|rsna2024]: score a submission.
 
+Two formats, told apart by the prediction file (``format=auto``, the default) or named with
+``format=``: a JSON submission is TianChi's (below); a CSV with a ``row_id`` column is an RSNA 2024
+submission, scored against the competition's ``train.csv`` (or any file of its layout) with the
+competition metric (:mod:`spinectx.metrics.rsna`, SPEC §6; see :func:`score_rsna`; ``images=``,
+``landmarks=`` and ``threshold_mm=`` are not used there).
+
+TianChi: ``spinectx-score pred=FILE.json gt=FILE.json images=DIR out=FILE.json [landmarks=tianchi]``.
 ``pred`` is a submission in the annotation format (see :mod:`spinectx.data.submission`; ``prob``
 per point optional), ``gt`` an annotation file, ``images`` the folder holding the ground truth's
 study folders (any depth below it). The pixel spacing of each study is read from the header of its
@@ -167,9 +174,7 @@ def score_submission(pred: str | Path, gt: str | Path, images: str | Path, landm
                 if frame_problem:
                     problems.append(frame_problem)
             pred_kp, prob = p.keypoints, p.prob
-            pred_tags = [t[0] if t else None for t in p.tags]
-            if any(len(t) > 1 for t in p.tags):
-                problems.append(f"{pred}: study {ann.study_uid}: multi-tag prediction(s); the first tag is the predicted class")
+            pred_tags = [t if t else None for t in p.tags]  # all predicted classes ("v3,v5"): the metric matches them
         labels = [landmarks.encode_tags(name, record.tags[k])[0] for k, name in enumerate(landmarks.names)]
         rows["pred_kp"].append(pred_kp)
         rows["prob"].append(prob)
@@ -214,7 +219,7 @@ def score_submission(pred: str | Path, gt: str | Path, images: str | Path, landm
     return {
         **table,
         "undefined": undefined,
-        "challenge": {k: challenge[k] for k in ("macro_f1", "per_class", "confusion")},
+        "challenge": {k: challenge[k] for k in ("macro_f1", "per_class", "confusion", "extra")},
         "studies": n,
         "missing_predictions": missing,
         "gt_studies": len(truth.studies),
@@ -257,23 +262,130 @@ def print_report(report: dict, landmarks) -> None:
             console.print(f"  problem: {p}", markup=False, soft_wrap=True)
 
 
+FORMATS = ("auto", "tianchi", "rsna2024")
+
+
+def detect_format(pred: str | Path) -> str:
+    """``tianchi`` for a JSON submission, ``rsna2024`` for a CSV whose header has ``row_id``.
+
+    Raises:
+        DataError: the file is missing, or is neither (the message says how to name the format).
+    """
+    from spinectx.data.errors import DataError
+
+    pred = Path(pred)
+    if not pred.is_file():
+        raise DataError(pred, "prediction file not found")
+    with open(pred, "rb") as fh:
+        head = fh.read(4096).decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
+    if head.startswith(("[", "{")):
+        return "tianchi"
+    header = [c.strip().strip('"') for c in head.splitlines()[0].split(",")] if head else []
+    if "row_id" in header:
+        return "rsna2024"
+    raise DataError(pred, "cannot tell the submission format: neither JSON (TianChi) nor a CSV whose header has row_id "
+                          "(RSNA 2024); give format=tianchi or format=rsna2024")
+
+
+def score_rsna(pred: str | Path, gt: str | Path) -> dict:
+    """The RSNA 2024 score report of the submission CSV ``pred`` against ``gt`` (``train.csv``'s
+    layout: study_id + 25 label columns) as a JSON-ready dict: the keys of
+    :func:`spinectx.metrics.rsna.rsna_score` (``score``, the four terms, ``per_condition``,
+    ``per_level``, row counts, ``undefined``; NaN written as null) plus ``format``
+    (``rsna2024``), ``pred``, ``gt``, ``submission_rows``, ``gt_studies``, ``problems`` (among
+    them submission rows for studies not in ``gt``: ignored, listed and counted).
+
+    Raises:
+        DataError: either file missing or malformed, or refused (missing columns, repeated or
+            unknown row ids, values not numbers, non-finite or negative, rows summing to 0,
+            unknown labels), a row that ``gt`` scores missing from ``pred``, or nothing to score;
+            the message names the file and the rows.
+    """
+    from spinectx.metrics.rsna import read_submission_csv, read_train_csv, rsna_score, solution_from_train
+
+    problems: list[str] = []
+    submission = read_submission_csv(pred, problems)
+    train = read_train_csv(gt, problems)
+    report = rsna_score(submission, solution_from_train(train), problems, submission_name=str(pred), solution_name=str(gt))
+    return {
+        "format": "rsna2024",
+        **report,
+        "submission_rows": len(submission),
+        "gt_studies": len(train),
+        "pred": str(pred),
+        "gt": str(gt),
+        "problems": problems,
+    }
+
+
+def print_rsna_report(report: dict) -> None:
+    """The four terms and the score, then the per-condition and per-level breakdowns (weighted
+    log loss, lower is better; ``n/a`` where undefined)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def shown(value) -> str:
+        return "n/a" if value is None or not math.isfinite(float(value)) else f"{float(value):.4f}"
+
+    console = Console()
+    table = Table(title=f"RSNA 2024 weighted log loss (lower is better): {report['studies_scored']} studies, "
+                        f"{report['rows_scored']} rows scored")
+    keys = ("spinal", "foraminal", "subarticular", "any_severe_spinal", "score")
+    for key in keys:
+        table.add_column(key, justify="right")
+    table.add_row(*(shown(report[k]) for k in keys))
+    counts = report["rows_per_group"]
+    table.add_row(*(f"{counts[k]} {'studies' if k == 'any_severe_spinal' else 'rows'}" for k in keys[:-1]), "")
+    console.print(table)
+    for title, values, counts in (("condition", report["per_condition"], report["rows_per_condition"]),
+                                  ("level", report["per_level"], report["rows_per_level"])):
+        part = Table(title=f"per {title}")
+        for col in (title, "log loss", "rows"):
+            part.add_column(col, justify="left" if col == title else "right")
+        for name, value in values.items():
+            part.add_row(name, shown(value), str(counts[name]))
+        console.print(part)
+    for key, why in report.get("undefined", {}).items():
+        console.print(f"  {key} n/a: {why}", markup=False, soft_wrap=True)
+    if report["problems"]:
+        console.print(f"{len(report['problems'])} problem(s), first ones:", markup=False)
+        for p in report["problems"][:10]:
+            console.print(f"  problem: {p}", markup=False, soft_wrap=True)
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="score")
 @fail_cleanly("spinectx-score", INPUT_ERRORS + (ValueError,))  # a bad threshold or value is bad input here
 def main(cfg: DictConfig) -> None:
+    from spinectx.data.errors import ConfigError, config_float
     from spinectx.data.submission import write_json_atomic
 
+    pred, gt = cfg.pred, cfg.gt  # mandatory: named when not given
+    fmt = str(cfg.get("format", "auto") or "auto")
+    if fmt not in FORMATS:
+        raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    threshold = config_float("threshold_mm", cfg.threshold_mm, low=0.0, what="a positive distance in mm")
+    out = check_output_file(cfg.out, "out")
+    if fmt == "auto":
+        fmt = detect_format(pred)
+    if fmt == "rsna2024":
+        report = score_rsna(pred, gt)
+        write_json_atomic(Path(out), report, indent=2)
+        print_rsna_report(report)
+        log.info("wrote %s (%d rows of %d studies, %d problems)", out, report["rows_scored"], report["studies_scored"],
+                 len(report["problems"]))
+        return
+
+    if cfg.get("images") is None:
+        raise ConfigError("images: missing; give images=... (the folder holding the ground truth's study folders) "
+                          "on the command line for a TianChi submission")
     landmarks_spec = cfg.landmarks
     if not isinstance(landmarks_spec, str):
         landmarks_spec = OmegaConf.to_container(landmarks_spec, resolve=True)
     landmarks = load_landmarks(landmarks_spec)
-    from spinectx.data.errors import config_float
-
-    threshold = config_float("threshold_mm", cfg.threshold_mm, low=0.0, what="a positive distance in mm")
-    out = check_output_file(cfg.out, "out")
-    report = score_submission(cfg.pred, cfg.gt, cfg.images, landmarks, threshold)
+    report = {"format": "tianchi", **score_submission(pred, gt, cfg.images, landmarks, threshold)}
     write_json_atomic(Path(out), report, indent=2)
     print_report(report, landmarks)
-    log.info("wrote %s (%d studies, %d problems)", cfg.out, report["studies"], len(report["problems"]))
+    log.info("wrote %s (%d studies, %d problems)", out, report["studies"], len(report["problems"]))
 
 
 if __name__ == "__main__":

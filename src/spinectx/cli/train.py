@@ -29,7 +29,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from spinectx.cli import CONF_DIR
 from spinectx.cli.failure import fail_cleanly
-from spinectx.lit.callbacks import METRIC_KEYS, MetricsJson, percent, write_json_atomic
+from spinectx.lit.callbacks import (METRIC_KEYS, RSNA_KEYS, MetricsJson, percent, reported_keys, show, table_keys,
+                                    write_json_atomic)
 from spinectx.models.complexity import complexity_report
 from spinectx.viz import draw_predictions
 
@@ -193,17 +194,27 @@ def wandb_run_id(cfg: DictConfig, run_dir: Path) -> str | None:
 
 
 def print_table(metrics: dict, title: str) -> None:
-    """The table metrics in %, ``n/a`` for an undefined one (NaN or null, e.g. a one-class AUC)."""
+    """The table metrics in % (``n/a`` for an undefined one: NaN or null, e.g. a one-class AUC) and,
+    on RSNA data, the competition's log losses beside the class-prior baseline's (``prior_*``)."""
     from rich.console import Console
     from rich.table import Table
 
-    from spinectx.lit.callbacks import percent
-
+    keys = table_keys(metrics) or list(METRIC_KEYS)
     table = Table(title=title)
-    for k in METRIC_KEYS:
+    for k in keys:
         table.add_column(k, justify="right")
-    table.add_row(*[percent(metrics.get(k), digits=2) for k in METRIC_KEYS])
+    table.add_row(*[percent(metrics.get(k), digits=2) for k in keys])
     Console().print(table)
+    rsna = [k for k in RSNA_KEYS if k in metrics]
+    if rsna:
+        table = Table(title="RSNA 2024 metric (weighted log loss: lower is better)")
+        table.add_column("")
+        for k in rsna:
+            table.add_column(k, justify="right")
+        table.add_row("model", *[show(k, metrics.get(k)) for k in rsna])
+        if any(f"prior_{k}" in metrics for k in rsna):
+            table.add_row("class prior", *[show(k, metrics.get(f"prior_{k}")) for k in rsna])
+        Console().print(table)
 
 
 def finish_wandb(loggers: list, result: dict, cfg: DictConfig | None = None) -> None:
@@ -213,10 +224,10 @@ def finish_wandb(loggers: list, result: dict, cfg: DictConfig | None = None) -> 
 
     for lg in loggers:
         if isinstance(lg, WandbLogger):
-            lg.experiment.summary.update({f"best/{k}": result[k] for k in METRIC_KEYS if k in result})
+            lg.experiment.summary.update({f"best/{k}": result[k] for k in reported_keys(result)})
             lg.experiment.summary.update({f"complexity/{k}": v for k, v in result.get("complexity", {}).items()})
             final = result.get("evaluation", {})  # the best checkpoint on the held-out fold (what reports use)
-            lg.experiment.summary.update({f"final/{k}": final[k] for k in METRIC_KEYS if k in final})
+            lg.experiment.summary.update({f"final/{k}": v for k, v in final.items() if k != "checkpoint"})
             if cfg is not None and "Score" in result:
                 c = result.get("complexity", {})
                 columns = ["method", "backbone", "msc", "fold", "params_M", "flops_G", *METRIC_KEYS]
@@ -315,7 +326,8 @@ def train(cfg: DictConfig) -> dict:
     log.info("data: %s", cfg.data.root)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     model = hydra.utils.instantiate(cfg.model, landmarks=OmegaConf.to_container(cfg.data.landmarks, resolve=True),
-                                    input_size=int(cfg.data.image_size))
+                                    input_size=int(cfg.data.image_size),
+                                    metrics=OmegaConf.to_container(cfg.data.get("metrics") or {}, resolve=True))
     complexity = complexity_report(model.net, int(cfg.data.image_size))
     log.info("%s %s msc=%s: %.2f M params, %.2f G MACs at 512² (paper convention)", cfg.model.name,
              cfg.model.backbone, cfg.model.msc, complexity["params_M"], complexity["flops_G"])
@@ -341,7 +353,10 @@ def train(cfg: DictConfig) -> dict:
         evaluated = trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False)
         if evaluated and trainer.is_global_zero:
             final = {k.removeprefix("val/"): float(v) for k, v in evaluated[0].items() if k.startswith("val/")}
-            result["evaluation"] = {"checkpoint": ckpt, **{k: final[k] for k in METRIC_KEYS if k in final}}
+            result["evaluation"] = {"checkpoint": ckpt, **{k: final[k] for k in reported_keys(final)}}
+            if model.rsna_metric is not None:  # the class-prior baseline on the same held-out samples
+                final.update(prior_baseline(datamodule, model))
+                result["evaluation"].update({k: v for k, v in final.items() if k.startswith("prior_")})
             write_json_atomic(metrics_file, result)
             print_table(final, f"held-out fold {cfg.data.fold} — {cfg.model.name} {cfg.model.backbone} msc={cfg.model.msc}")
         if trainer.is_global_zero:
@@ -354,12 +369,36 @@ def train(cfg: DictConfig) -> dict:
     return result
 
 
+def prior_baseline(datamodule, model) -> dict:
+    """The RSNA metric of the class prior on the held-out samples: every landmark predicted at its
+    class frequencies over the training samples (Laplace-smoothed: +1 per class, so a class never
+    seen in training does not cost an infinite loss) — what a model that ignores the image gets.
+    → ``{"prior_logloss", "prior_rsna_score", ["prior_any_severe"]}``."""
+    import torch
+
+    from spinectx.data.dataset import record_targets
+
+    landmarks = datamodule.landmarks
+    train = np.stack([record_targets(r, landmarks)[1][:, :3] for r in datamodule.train_set.records])  # [N, K, 3]
+    prior = torch.from_numpy((train.sum(0) + 1.0) / (train.sum(0) + 1.0).sum(-1, keepdims=True))
+    held_out = torch.from_numpy(np.stack([record_targets(r, landmarks)[1] for r in datamodule.val_set.records]))
+    metric = type(model.rsna_metric)(any_severe=model.rsna_metric.any_severe, class_weights=model.rsna_metric.class_weights)
+    target = model.severity_targets(held_out)
+    metric.update(prior.expand(len(held_out), -1, -1).float(), target, torch.full(target.shape, float("nan")))
+    values = metric.compute()
+    out = {"prior_logloss": float(values["logloss"]), "prior_rsna_score": float(values["score"])}
+    if "any_severe" in values:
+        out["prior_any_severe"] = float(values["any_severe"])
+    return out
+
+
 def print_summary(cfg: DictConfig, result: dict, output_dir: Path, seconds: float) -> None:
     """One concise end-of-run block: what ran, the best epoch, the size, where it all is."""
     from rich.console import Console
 
     c = result.get("complexity", {})
-    best = f"best epoch {result['epoch']}, Score {percent(result['Score'], 2)}" if "Score" in result else "no validation epoch"
+    key = str(result.get("monitor", "val/Score")).removeprefix("val/")
+    best = f"best epoch {result['epoch']}, {key} {show(key, result[key])}" if key in result else "no validation epoch"
     Console().print(
         f"[bold]{cfg.model.name}[/] {cfg.model.backbone} msc={cfg.model.msc} · fold {cfg.data.fold} · {best} · "
         f"{c.get('params_M', float('nan')):.2f} M params, {c.get('flops_G', float('nan')):.2f} G MACs · "

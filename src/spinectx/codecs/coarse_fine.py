@@ -3,7 +3,8 @@
 Grid and keypoint conventions: :mod:`spinectx.codecs.base`. Offsets are
 ``(point − cell centre) / s``, i.e. in cells.
 
-Network output layout: [B, 4K, h, w] = (heatmap K | y-offset K | x-offset K | class logit K).
+Network output layout: [B, (3 + n)·K, h, w] = (heatmap K | y-offset K | x-offset K | n blocks of class
+logits K), n = ``classes.n_logits`` (1 for the binary head: [B, 4K, h, w], the paper's layout).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from spinectx.codecs.base import Decoded, KeypointCodec
+from spinectx.codecs.classes import ClassCodec
 
 
 @dataclass
@@ -38,12 +40,15 @@ class CoarseFineCodec(KeypointCodec):
         sigma: Gaussian sigma of the coarse heatmap, in input pixels (SPEC: 16).
         offset_threshold: offsets are supervised where the target heatmap is ≥ this fraction of
             its peak (SPEC: 0.6).
+        classes: the class head (set by the model; default binary).
     """
 
+    loc_blocks = 3
     channels_per_landmark = 4
 
-    def __init__(self, stride: int = 16, sigma: float = 16.0, offset_threshold: float = 0.6):
-        super().__init__(stride)
+    def __init__(self, stride: int = 16, sigma: float = 16.0, offset_threshold: float = 0.6,
+                 classes: ClassCodec | None = None):
+        super().__init__(stride, classes)
         if sigma <= 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
         self.sigma = float(sigma)
@@ -80,16 +85,19 @@ class CoarseFineCodec(KeypointCodec):
         )
 
     def decode(self, output: torch.Tensor) -> Decoded:
-        """Network output [B, 4K, h, w] → :class:`Decoded` (argmax cell + its offsets)."""
-        heatmap, off_y, off_x, logit = (t.float() for t in self.split(output))
+        """Network output [B, (3 + n)·K, h, w] → :class:`Decoded` (argmax cell + its offsets; class
+        probabilities from the class logits at that cell)."""
+        heatmap, off_y, off_x = (t.float() for t in self.split(output)[:3])
         b, k, h, w = heatmap.shape
         score, idx = heatmap.flatten(2).max(-1)  # [B, K]
         row, col = idx // w, idx % w
         x = self.to_pixels(col.float() + self.gather(off_x, idx))
         y = self.to_pixels(row.float() + self.gather(off_y, idx))
-        return Decoded(keypoints=torch.stack([x, y], -1), score=score, prob=torch.sigmoid(self.gather(logit, idx)))
+        prob, class_prob = self.decode_classes(output, idx)
+        return Decoded(keypoints=torch.stack([x, y], -1), score=score, prob=prob, class_prob=class_prob)
 
     def targets_as_output(self, targets: CoarseFineTargets, class_logit: torch.Tensor | None = None) -> torch.Tensor:
-        """Pack targets in the network-output layout [B, 4K, h, w] (for round-trip checks)."""
-        logit = torch.zeros_like(targets.heatmap) if class_logit is None else class_logit
+        """Pack targets in the network-output layout [B, (3 + n)·K, h, w] (for round-trip checks);
+        ``class_logit`` [B, n·K, h, w] defaults to zeros."""
+        logit = self.class_block(targets.heatmap, class_logit)
         return torch.cat([targets.heatmap, targets.offset_y, targets.offset_x, logit], dim=1)

@@ -4,7 +4,8 @@ Grid and keypoint conventions: :mod:`spinectx.codecs.base`. The target Gaussian 
 cell centres and centred on the continuous position of the point, so its peak value is 1 only
 when the point sits exactly on a cell centre.
 
-Network output layout: [B, 2K, h, w] = (heatmap K | class logit K).
+Network output layout: [B, (1 + n)·K, h, w] = (heatmap K | n blocks of class logits K), n =
+``classes.n_logits`` (1 for the binary head).
 
 Decoding fits a parabola per axis to ``log(heatmap)`` at the argmax cell and its two neighbours;
 the log of a Gaussian is a parabola, so the refinement is exact for a Gaussian-shaped map.
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from spinectx.codecs.base import Decoded, KeypointCodec
+from spinectx.codecs.classes import ClassCodec
 
 
 @dataclass
@@ -36,14 +38,16 @@ class HeatmapCodec(KeypointCodec):
     Args:
         stride: input pixels per grid cell. The model sets it; configs do not.
         sigma: Gaussian sigma of the target heatmap, in *input pixels* (``sigma / stride`` cells).
+        classes: the class head (set by the model; default binary).
     """
 
+    loc_blocks = 1
     channels_per_landmark = 2
     #: floor applied to heatmap values before the log of the sub-cell refinement
     log_eps: float = 1e-10
 
-    def __init__(self, stride: int = 4, sigma: float = 8.0):
-        super().__init__(stride)
+    def __init__(self, stride: int = 4, sigma: float = 8.0, classes: ClassCodec | None = None):
+        super().__init__(stride, classes)
         if sigma <= 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
         self.sigma = float(sigma)
@@ -87,10 +91,10 @@ class HeatmapCodec(KeypointCodec):
         return torch.where(ok, shift.clamp(-1.0, 1.0), torch.zeros_like(shift))
 
     def decode(self, output: torch.Tensor) -> Decoded:
-        """Network output [B, 2K, h, w] → :class:`Decoded`: argmax cell refined by a per-axis
-        parabola on the log-heatmap; ``score`` = heatmap at the argmax cell; ``prob`` = sigmoid of
-        the class logit at the argmax cell."""
-        heatmap, logit = (t.float() for t in self.split(output))
+        """Network output [B, (1 + n)·K, h, w] → :class:`Decoded`: argmax cell refined by a per-axis
+        parabola on the log-heatmap; ``score`` = heatmap at the argmax cell; ``prob`` and
+        ``class_prob`` from the class logits at the argmax cell."""
+        heatmap = self.split(output)[0].float()
         w = heatmap.shape[-1]
         score, idx = heatmap.flatten(2).max(-1)  # [B, K]
         row, col = idx // w, idx % w
@@ -98,10 +102,11 @@ class HeatmapCodec(KeypointCodec):
         u = col.float() + self._refine(logmap, row, col, axis=1)
         v = row.float() + self._refine(logmap, row, col, axis=0)
         keypoints = self.to_pixels(torch.stack([u, v], -1))
-        return Decoded(keypoints=keypoints, score=score, prob=torch.sigmoid(self.gather(logit, idx)))
+        prob, class_prob = self.decode_classes(output, idx)
+        return Decoded(keypoints=keypoints, score=score, prob=prob, class_prob=class_prob)
 
     def targets_as_output(self, targets: HeatmapTargets, class_logit: torch.Tensor | None = None) -> torch.Tensor:
-        """Pack targets in the network-output layout [B, 2K, h, w] (for round-trip checks); the
-        class logit defaults to zeros."""
-        logit = torch.zeros_like(targets.heatmap) if class_logit is None else class_logit
+        """Pack targets in the network-output layout [B, (1 + n)·K, h, w] (for round-trip checks);
+        ``class_logit`` [B, n·K, h, w] defaults to zeros."""
+        logit = self.class_block(targets.heatmap, class_logit)
         return torch.cat([targets.heatmap, logit], dim=1)

@@ -5,7 +5,8 @@ Grid and keypoint conventions: :mod:`spinectx.codecs.base`. The network predicts
 expectation over the cell positions is the predicted point, in cells (differentiable, so the loss
 supervises coordinates directly).
 
-Network output layout: [B, 2K, h, w] = (heatmap logits K | class logit K).
+Network output layout: [B, (1 + n)·K, h, w] = (heatmap logits K | n blocks of class logits K), n =
+``classes.n_logits`` (1 for the binary head).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from spinectx.codecs.base import Decoded, KeypointCodec
+from spinectx.codecs.classes import ClassCodec
 
 
 @dataclass
@@ -40,12 +42,14 @@ class IntegralCodec(KeypointCodec):
             log of a normalised Gaussian of ``sigma / stride`` cells (training supervises the
             coordinates only, so the shape of the predicted map is left free).
         beta: multiplies the logits before the spatial softmax (a temperature; larger is sharper).
+        classes: the class head (set by the model; default binary).
     """
 
+    loc_blocks = 1
     channels_per_landmark = 2
 
-    def __init__(self, stride: int = 4, sigma: float = 8.0, beta: float = 1.0):
-        super().__init__(stride)
+    def __init__(self, stride: int = 4, sigma: float = 8.0, beta: float = 1.0, classes: ClassCodec | None = None):
+        super().__init__(stride, classes)
         if sigma <= 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
         if beta <= 0:
@@ -76,24 +80,24 @@ class IntegralCodec(KeypointCodec):
         return torch.stack([x, y], -1), prob
 
     def decode(self, output: torch.Tensor) -> Decoded:
-        """Network output [B, 2K, h, w] → :class:`Decoded`: soft-argmax point; ``score`` = peak of
-        the probability map; ``prob`` = sigmoid of the class logit at the cell nearest the point
-        (clamped into the grid)."""
-        logits, class_logit = self.split(output)
+        """Network output [B, (1 + n)·K, h, w] → :class:`Decoded`: soft-argmax point; ``score`` =
+        peak of the probability map; ``prob`` and ``class_prob`` from the class logits at the cell
+        nearest the point (clamped into the grid)."""
+        logits = self.split(output)[0]
         coords, prob_map = self.expectation(logits)
         h, w = logits.shape[-2:]
         col = coords[..., 0].round().clamp(0, w - 1).long()
         row = coords[..., 1].round().clamp(0, h - 1).long()
         score = prob_map.flatten(2).amax(-1)
-        prob = torch.sigmoid(self.gather(class_logit.float(), row * w + col))
-        return Decoded(keypoints=self.to_pixels(coords), score=score, prob=prob)
+        prob, class_prob = self.decode_classes(output, row * w + col)
+        return Decoded(keypoints=self.to_pixels(coords), score=score, prob=prob, class_prob=class_prob)
 
     def targets_as_output(self, targets: IntegralTargets, class_logit: torch.Tensor | None = None) -> torch.Tensor:
         """Pack targets in the network-output layout [B, 2K, h, w] (for round-trip checks): the log
         of a normalised Gaussian of ``sigma / stride`` cells centred at ``coords``, divided by
         ``beta`` so that the softmax in :meth:`decode` recovers that Gaussian; zeros for invalid
-        landmarks; the class logit defaults to zeros. The grid size is ``targets.grid_hw`` (set by
-        :meth:`encode`), else that of ``class_logit``."""
+        landmarks; ``class_logit`` [B, n·K, h, w] defaults to zeros. The grid size is
+        ``targets.grid_hw`` (set by :meth:`encode`), else that of ``class_logit``."""
         grid_hw = targets.grid_hw
         if grid_hw is None and class_logit is not None:
             grid_hw = tuple(class_logit.shape[-2:])
@@ -113,5 +117,4 @@ class IntegralCodec(KeypointCodec):
         log_gy = log_gy - log_gy.logsumexp(-1, keepdim=True)
         log_g = log_gy[..., :, None] + log_gx[..., None, :]  # [B, K, h, w]
         heat = torch.where(targets.valid[..., None, None], log_g / self.beta, torch.zeros_like(log_g))
-        logit = torch.zeros_like(heat) if class_logit is None else class_logit
-        return torch.cat([heat, logit], dim=1)
+        return torch.cat([heat, self.class_block(heat, class_logit)], dim=1)

@@ -611,7 +611,7 @@ def report(root: str | Path) -> dict:
 
 
 _KINDS = (
-    ("listed but missing on disk", "series missing on disk"),
+    ("but missing on disk", "series missing on disk"),
     ("neither listed nor on disk", "series unknown"),
     ("study without images", "study without images"),
     ("no labels", "study without labels"),

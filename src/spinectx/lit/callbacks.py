@@ -14,6 +14,33 @@ from spinectx.data.submission import write_json_atomic as _write_json
 log = logging.getLogger("spinectx")
 
 METRIC_KEYS = ("L-Disc", "L-Vertebra", "C-Disc", "C-Vertebra", "Score")
+#: the RSNA 2024 view metrics (SPEC §6): weighted log losses (lower is better) and the hit rate
+RSNA_KEYS = ("logloss", "any_severe", "rsna_score", "hit_rate")
+_LOSS_KEYS = ("logloss", "any_severe", "rsna_score")
+
+
+def table_keys(metrics) -> list[str]:
+    """The table metric's keys present in ``metrics``: ``L-<Group>`` for every group, then
+    ``C-<Group>``, then ``Score`` (TianChi: :data:`METRIC_KEYS`; RSNA spinal: L-Spinal, C-Spinal,
+    Score)."""
+    def of(prefix: str) -> list[str]:  # TianChi's order first, any other group after, by name
+        known = [k for k in METRIC_KEYS if k.startswith(prefix) and k in metrics]
+        return known + sorted(k for k in metrics if k.startswith(prefix) and k not in known)
+
+    return [*of("L-"), *of("C-"), *(["Score"] if "Score" in metrics else [])]
+
+
+def reported_keys(metrics) -> list[str]:
+    """The table-metric and RSNA keys present in ``metrics``, in display order."""
+    return [*table_keys(metrics), *(k for k in RSNA_KEYS if k in metrics)]
+
+
+def show(key: str, value) -> str:
+    """One metric for a table: log losses with 3 decimals, fractions as percentages, ``n/a`` when
+    undefined."""
+    if key in _LOSS_KEYS:
+        return "n/a" if value is None or not math.isfinite(float(value)) else f"{float(value):.3f}"
+    return percent(value)
 
 
 def write_json_atomic(path: str | Path, payload: dict) -> None:
@@ -33,8 +60,9 @@ def percent(value, digits: int = 1) -> str:
 class MetricsJson(L.Callback):
     """Track validation metrics per epoch; keep ``metrics.json`` = the best epoch so far.
 
-    ``metrics.json`` holds the best epoch's ``val/*`` table metrics without the prefix (fractions
-    in [0, 1]), its ``epoch``, the ``monitor`` used, and the per-epoch ``history``. It is
+    ``metrics.json`` holds the best epoch's ``val/*`` table metrics (fractions in [0, 1]) and, on
+    RSNA data, its competition metrics (:data:`RSNA_KEYS`) without the prefix, its ``epoch``, the
+    ``monitor`` used (``mode`` max or min), and the per-epoch ``history``. It is
     rewritten after every validation epoch of ``fit``, so a crash never loses finished epochs.
     The history is part of the callback state and survives a resume from checkpoint.
 
@@ -70,14 +98,14 @@ class MetricsJson(L.Callback):
         if not math.isnan(value) and self._better(value):
             self.best = entry
         self.write()
-        shown = "  ".join(f"{k} {percent(metrics[k])}" for k in METRIC_KEYS if k in metrics)
-        best = f"{percent(self.best[self.key])} at epoch {self.best['epoch']}" if self.best else "none yet (undefined)"
+        shown = "  ".join(f"{k} {show(k, metrics[k])}" for k in reported_keys(metrics))
+        best = f"{show(self.key, self.best[self.key])} at epoch {self.best['epoch']}" if self.best else "none yet (undefined)"
         log.info("epoch %d: %s (best %s %s)", entry["epoch"], shown, self.monitor, best)
 
     def write(self) -> None:
         if self.best is None:
             return
-        payload = {k: self.best[k] for k in self.best if k in METRIC_KEYS}
+        payload = {k: self.best[k] for k in reported_keys(self.best)}
         payload.update({"epoch": self.best["epoch"], "step": self.best["step"], "monitor": self.monitor})
         payload.update(self.extra)
         payload["history"] = self.history

@@ -10,12 +10,35 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from spinectx.codecs.base import Decoded
+from spinectx.codecs.classes import ClassCodec
 from spinectx.data.landmarks import LandmarkSet
-from spinectx.metrics.table import TableMetric
+from spinectx.metrics.table import TableMetric, landmark_distances_mm
 
 
 def _plain(cfg):
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def average_flipped(decoded: Decoded, mirrored: Decoded, width: int, permutation: torch.Tensor) -> Decoded:
+    """Average a prediction with the prediction on the horizontally mirrored image.
+
+    ``mirrored`` was decoded from ``image.flip(-1)``: its x is mapped back (x → width − 1 − x) and
+    its landmarks are permuted back, ``mirrored`` row ``permutation[k]`` being landmark ``k`` of
+    the original (left ⇄ right for flip pairs; ``permutation`` [K] long, its own inverse). Keypoints,
+    scores, P(abnormal) and class probabilities are averaged.
+    """
+    perm = permutation.to(mirrored.keypoints.device)
+    keypoints = mirrored.keypoints.index_select(1, perm).clone()
+    keypoints[..., 0] = width - 1 - keypoints[..., 0]
+    class_prob = None
+    if decoded.class_prob is not None and mirrored.class_prob is not None:
+        class_prob = (decoded.class_prob + mirrored.class_prob.index_select(1, perm)) / 2
+    return Decoded(
+        keypoints=(decoded.keypoints + keypoints) / 2,
+        score=(decoded.score + mirrored.score.index_select(1, perm)) / 2,
+        prob=(decoded.prob + mirrored.prob.index_select(1, perm)) / 2,
+        class_prob=class_prob,
+    )
 
 
 class LandmarkModule(L.LightningModule):
@@ -26,18 +49,31 @@ class LandmarkModule(L.LightningModule):
 
     Args:
         net: Hydra config of the network (``num_landmarks`` is filled in from ``landmarks``,
-            ``channels_per_landmark`` from the codec class).
-        codec: Hydra config of the codec (``stride`` is filled in from the network).
+            ``channels_per_landmark`` from the codec class and the class head).
+        codec: Hydra config of the codec (``stride`` is filled in from the network, ``classes``
+            from ``class_head``).
         loss: Hydra config of the loss (``groups`` is filled in from ``landmarks``).
         landmarks: landmark-set config of the data (see :class:`LandmarkSet`).
         optimizer: Hydra config of a partial optimizer (``params`` filled in).
         scheduler: Hydra config of a partial LR scheduler stepped once per epoch, or None.
         name, backbone, msc: descriptive labels recorded for reports and loggers.
+        class_head: ``binary`` (one logit per landmark, sigmoid = P(abnormal): the paper's head)
+            or ``multiclass`` (softmax over each group's exclusive classes + a sigmoid per flag;
+            :class:`~spinectx.codecs.classes.ClassCodec`). A checkpoint without it (written before
+            the key existed) loads as ``binary``.
         tta: horizontal-flip test-time averaging in validation and prediction (SPEC §3): the
-            keypoints and probabilities of the image and of its mirror (x → W−1−x) are averaged.
+            keypoints and probabilities of the image and of its mirror (x → W−1−x) are averaged,
+            the mirror's landmarks permuted back by the landmark set's ``flip_permutation``
+            (a flip swaps the patient's left and right landmarks).
         input_size: side of the square network input in pixels (the data's ``image_size``),
             recorded so that prediction resizes frames as training did.
         channels_last: run the network in channels-last memory format.
+        metrics: the dataset's metrics beyond the table metric (``data.metrics``), e.g.
+            ``{"rsna": {"view": "spinal", "radius_mm": 6.0}}``: the RSNA 2024 competition's
+            weighted log loss of the view (+ ``any_severe`` for the spinal view) and the hit rate,
+            logged as ``val/logloss``, ``val/any_severe``, ``val/rsna_score``, ``val/hit_rate``
+            (:class:`~spinectx.metrics.rsna.RSNAMetric`; needs the multiclass head over the
+            three severities).
         compile: wrap the network's forward in ``torch.compile`` (``compile_kwargs`` passed on,
             e.g. ``{backend: eager}``); the checkpoint holds the plain network's weights, so it
             loads with and without compilation.
@@ -54,21 +90,28 @@ class LandmarkModule(L.LightningModule):
         name: str = "model",
         backbone: str | None = None,
         msc: bool | None = None,
+        class_head: str = "binary",
         tta: bool = False,
         input_size: int | None = None,
         channels_last: bool = False,
         compile: bool = False,
         compile_kwargs: Mapping | None = None,
+        metrics: Mapping | None = None,
     ):
         super().__init__()
         net, codec, loss, landmarks = _plain(net), _plain(codec), _plain(loss), _plain(landmarks)
         optimizer, scheduler, compile_kwargs = _plain(optimizer), _plain(scheduler), _plain(compile_kwargs)
+        metrics = _plain(metrics)
         self.save_hyperparameters()
         self.landmarks = LandmarkSet.from_config(landmarks)
+        self.classes = ClassCodec(self.landmarks, class_head)
         codec_class = get_class(codec["_target_"])
         self.net = instantiate(net, num_landmarks=len(self.landmarks),
-                               channels_per_landmark=codec_class.channels_per_landmark)
-        self.codec = instantiate(codec, stride=self.net.stride)
+                               channels_per_landmark=codec_class.channels_for(self.classes))
+        self.codec = instantiate(codec, stride=self.net.stride, classes=self.classes)
+        # row k of a mirrored image's prediction is landmark flip_permutation[k] of the original
+        self.register_buffer("flip_permutation", torch.as_tensor(self.landmarks.flip_permutation, dtype=torch.long),
+                             persistent=False)
         self.loss_fn = instantiate(loss, groups=list(self.landmarks.group_of))
         expected = getattr(self.loss_fn, "codec_class", None)
         if expected is not None and not isinstance(self.codec, expected):
@@ -78,11 +121,37 @@ class LandmarkModule(L.LightningModule):
             )
         titles = [g.title for g in self.landmarks.groups]
         self.val_metric = TableMetric(self.landmarks.group_of, titles)
+        self.rsna_metric = self._rsna_metric(dict(_plain(metrics) or {}).get("rsna"))
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
         # kept outside the module tree: the state dict stays that of the plain network
         object.__setattr__(self, "_net_forward", torch.compile(self.net, **dict(compile_kwargs or {}))
                            if compile else self.net)
+
+    def _rsna_metric(self, cfg: Mapping | None):
+        """The competition metric of an RSNA view, or None (see ``metrics``).
+
+        Raises:
+            ValueError: asked for with a head or landmark set that does not give the three
+                severity probabilities of every landmark.
+        """
+        if not cfg:
+            return None
+        from spinectx.metrics.rsna import RSNAMetric
+
+        groups = self.landmarks.groups
+        if self.classes.mode != "multiclass" or any(len(g.exclusive) != 3 or g.flags for g in groups):
+            raise ValueError("the RSNA metric needs model.class_head=multiclass and landmark groups of three "
+                             f"exclusive severities; got class_head={self.classes.mode} and "
+                             f"{[list(g.classes) for g in groups]}")
+        weights = groups[0].class_weights or (1.0, 2.0, 4.0)
+        return RSNAMetric(any_severe=cfg.get("view") == "spinal", radius_mm=float(cfg.get("radius_mm", 6.0)),
+                          class_weights=tuple(weights), severe_index=2)
+
+    @staticmethod
+    def severity_targets(tags: torch.Tensor) -> torch.Tensor:
+        """Multi-hot tags [B, K, C] of one exclusive class each → class index [B, K] (−1 = unlabelled)."""
+        return torch.where(tags.sum(-1) > 0, tags.argmax(-1), torch.full_like(tags[..., 0], -1, dtype=torch.long))
 
     # -- inference -------------------------------------------------------------------------
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -93,25 +162,19 @@ class LandmarkModule(L.LightningModule):
 
     @torch.no_grad()
     def predict_keypoints(self, image: torch.Tensor, output: torch.Tensor | None = None) -> Decoded:
-        """[B, 1, H, W] → decoded keypoints (x, y input px), scores and P(abnormal), with
+        """[B, C, H, W] → :class:`Decoded`: keypoints [B, K, 2] (x, y input px), scores [B, K],
+        P(abnormal) [B, K] and class probabilities [B, K, C] (None for the binary head), with
         flip averaging when ``tta`` is on. ``output``: the network output for ``image`` if
         already computed."""
         decoded = self.codec.decode(self(image) if output is None else output)
         if not self.hparams.tta:
             return decoded
-        mirrored = self.codec.decode(self(image.flip(-1)))
-        keypoints = mirrored.keypoints.clone()
-        keypoints[..., 0] = image.shape[-1] - 1 - keypoints[..., 0]
-        return Decoded(
-            keypoints=(decoded.keypoints + keypoints) / 2,
-            score=(decoded.score + mirrored.score) / 2,
-            prob=(decoded.prob + mirrored.prob) / 2,
-        )
+        return average_flipped(decoded, self.codec.decode(self(image.flip(-1))), image.shape[-1], self.flip_permutation)
 
     # -- training --------------------------------------------------------------------------
     def _losses(self, batch: dict, output: torch.Tensor) -> dict[str, torch.Tensor]:
         targets = self.codec.encode(batch["keypoints"], batch["visible"], tuple(batch["image"].shape[-2:]))
-        return self.loss_fn(output, targets, batch["labels"], self.codec)
+        return self.loss_fn(output, targets, batch["labels"], self.codec, batch.get("tags"))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         losses = self._losses(batch, self(batch["image"]))
@@ -126,12 +189,23 @@ class LandmarkModule(L.LightningModule):
         decoded = self.predict_keypoints(batch["image"], output)
         self.val_metric.update(decoded.keypoints, decoded.prob, batch["keypoints"], batch["annotated"],
                                batch["labels"], batch["spacing"])
+        if self.rsna_metric is not None:
+            distance = landmark_distances_mm(decoded.keypoints, batch["keypoints"], batch["spacing"])
+            has_truth = batch["annotated"].bool() & torch.isfinite(batch["keypoints"]).all(-1)
+            distance = torch.where(has_truth, distance, torch.full_like(distance, float("nan")))
+            self.rsna_metric.update(decoded.class_prob[..., :3], self.severity_targets(batch["tags"]), distance)
         self.log("val/loss", losses["loss"], on_epoch=True, batch_size=batch["image"].shape[0], sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metric.compute()
         self.val_metric.reset()
-        self.log_dict({f"val/{k}": v for k, v in values.items()}, prog_bar=False)
+        if self.rsna_metric is not None:
+            rsna = self.rsna_metric.compute()
+            self.rsna_metric.reset()
+            values.update({"logloss": rsna["logloss"], "rsna_score": rsna["score"], "hit_rate": rsna["hit_rate"]})
+            if "any_severe" in rsna:
+                values["any_severe"] = rsna["any_severe"]
+        self.log_dict({f"val/{k}": v.float() for k, v in values.items()}, prog_bar=False)
         self.log("val_score", values["Score"], prog_bar=True, logger=False)
 
     def configure_optimizers(self):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spinectx.codecs.coarse_fine import CoarseFineCodec, CoarseFineTargets
-from spinectx.losses.classification import GroupBalancedBCE
+from spinectx.losses.classification import ClassLoss
 
 
 class CoarseFineLoss(nn.Module):
@@ -18,8 +18,9 @@ class CoarseFineLoss(nn.Module):
     ``heatmap``: MSE between predicted and target coarse heatmaps, summed over grid cells and
     averaged over annotated, in-frame landmarks (the sum keeps the loss independent of the grid
     size). ``offset``: SmoothL1 on the x and y offsets (in cells) where the target heatmap is near
-    its peak, averaged over those cells, weighted per axis. ``class``: class-balanced BCE of the
-    class logit at the true peak cell, balanced separately per landmark group (vertebra / disc).
+    its peak, averaged over those cells, weighted per axis. ``class``: the shared class term at the
+    true peak cell (:mod:`spinectx.losses.classification`: group-balanced BCE for the binary head,
+    per-group cross-entropy + flag BCE for the multiclass head).
 
     Args:
         heatmap_weight, offset_weight, class_weight: loss weights.
@@ -39,18 +40,20 @@ class CoarseFineLoss(nn.Module):
         offset_beta: float = 1.0,
     ):
         super().__init__()
-        self.classification = GroupBalancedBCE(groups)
+        self.classification = ClassLoss(groups)
         self.heatmap_weight = float(heatmap_weight)
         self.offset_weight = float(offset_weight)
         self.class_weight = float(class_weight)
         self.offset_beta = float(offset_beta)
 
     def forward(
-        self, output: torch.Tensor, targets: CoarseFineTargets, labels: torch.Tensor, codec: CoarseFineCodec
+        self, output: torch.Tensor, targets: CoarseFineTargets, labels: torch.Tensor, codec: CoarseFineCodec,
+        tags: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """output [B, 4K, h, w]; labels [B, K] abnormal in {0, 1} or NaN → dict of scalar losses
-        (``loss`` is the weighted total)."""
-        heatmap, off_y, off_x, logit = (t.float() for t in codec.split(output))
+        """output [B, (3 + n)·K, h, w]; labels [B, K] abnormal in {0, 1} or NaN; tags [B, K, C]
+        multi-hot class tags (needed by the multiclass head) → dict of scalar losses (``loss`` is
+        the weighted total)."""
+        heatmap, off_y, off_x = (t.float() for t in codec.split(output)[:3])
         valid = targets.valid  # [B, K]
         n_valid = valid.sum().clamp(min=1)
         se = (heatmap - targets.heatmap) ** 2
@@ -62,7 +65,7 @@ class CoarseFineLoss(nn.Module):
         l_x = (F.smooth_l1_loss(off_x, targets.offset_x, reduction="none", beta=self.offset_beta) * mask).sum() / n_off
         loss_offset = l_y + l_x
 
-        loss_class = self.classification(logit, targets.peak_index, labels, valid)
+        loss_class = self.classification(output, codec, targets.peak_index, labels, valid, tags)
 
         total = self.heatmap_weight * loss_heatmap + self.offset_weight * loss_offset + self.class_weight * loss_class
         return {"loss": total, "heatmap": loss_heatmap.detach(), "offset": loss_offset.detach(), "class": loss_class.detach()}

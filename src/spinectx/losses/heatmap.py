@@ -1,4 +1,4 @@
-"""Plain heatmap loss: heatmap MSE + the shared class-balanced BCE."""
+"""Plain heatmap loss: heatmap MSE + the shared class term."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from spinectx.codecs.heatmap import HeatmapCodec, HeatmapTargets
-from spinectx.losses.classification import GroupBalancedBCE
+from spinectx.losses.classification import ClassLoss
 
 
 class HeatmapLoss(nn.Module):
@@ -17,7 +17,7 @@ class HeatmapLoss(nn.Module):
     ``heatmap``: MSE between predicted and target heatmaps, summed over grid cells and averaged
     over annotated, in-frame landmarks (the same reduction as
     :class:`~spinectx.losses.coarse_fine.CoarseFineLoss`; invalid landmarks contribute nothing).
-    ``class``: :class:`~spinectx.losses.classification.GroupBalancedBCE` of the class logit at the
+    ``class``: the shared class term (:class:`~spinectx.losses.classification.ClassLoss`) at the
     true peak cell. Computed in float32 whatever the output dtype.
 
     Args:
@@ -29,22 +29,24 @@ class HeatmapLoss(nn.Module):
 
     def __init__(self, groups: Sequence[int], heatmap_weight: float = 1.0, class_weight: float = 0.1):
         super().__init__()
-        self.classification = GroupBalancedBCE(groups)
+        self.classification = ClassLoss(groups)
         self.heatmap_weight = float(heatmap_weight)
         self.class_weight = float(class_weight)
 
     def forward(
-        self, output: torch.Tensor, targets: HeatmapTargets, labels: torch.Tensor, codec: HeatmapCodec
+        self, output: torch.Tensor, targets: HeatmapTargets, labels: torch.Tensor, codec: HeatmapCodec,
+        tags: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """output [B, 2K, h, w]; labels [B, K] abnormal in {0, 1} or NaN → dict of scalar losses
-        (``loss`` is the weighted total; the components are detached)."""
-        heatmap, logit = (t.float() for t in codec.split(output))
+        """output [B, (1 + n)·K, h, w]; labels [B, K] abnormal in {0, 1} or NaN; tags [B, K, C]
+        multi-hot class tags (needed by the multiclass head) → dict of scalar losses (``loss`` is
+        the weighted total; the components are detached)."""
+        heatmap = codec.split(output)[0].float()
         valid = targets.valid  # [B, K]
         n_valid = valid.sum().clamp(min=1)
         se = (heatmap - targets.heatmap.float()) ** 2
         loss_heatmap = torch.where(valid, se.sum((-2, -1)), torch.zeros_like(se[..., 0, 0])).sum() / n_valid
 
-        loss_class = self.classification(logit, targets.peak_index, labels, valid)
+        loss_class = self.classification(output, codec, targets.peak_index, labels, valid, tags)
 
         total = self.heatmap_weight * loss_heatmap + self.class_weight * loss_class
         return {"loss": total, "heatmap": loss_heatmap.detach(), "class": loss_class.detach()}

@@ -1,5 +1,4 @@
-"""Integral (soft-argmax) regression loss: L1 on the expected coordinates + the shared
-class-balanced BCE."""
+"""Integral (soft-argmax) regression loss: L1 on the expected coordinates + the shared class term."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ import torch
 from torch import nn
 
 from spinectx.codecs.integral import IntegralCodec, IntegralTargets
-from spinectx.losses.classification import GroupBalancedBCE
+from spinectx.losses.classification import ClassLoss
 
 
 class IntegralLoss(nn.Module):
@@ -18,7 +17,7 @@ class IntegralLoss(nn.Module):
     ``coord``: L1 distance between the soft-argmax point (:meth:`IntegralCodec.expectation` of the
     heatmap logits) and the true point, in cells, summed over x and y and averaged over
     annotated, in-frame landmarks. ``class``:
-    :class:`~spinectx.losses.classification.GroupBalancedBCE` of the class logit at the *true*
+    :class:`~spinectx.losses.classification.ClassLoss` (the shared class term) at the *true*
     cell (``targets.peak_index``), not at the predicted one. Computed in float32 whatever the
     output dtype.
 
@@ -31,23 +30,25 @@ class IntegralLoss(nn.Module):
 
     def __init__(self, groups: Sequence[int], coord_weight: float = 1.0, class_weight: float = 0.1):
         super().__init__()
-        self.classification = GroupBalancedBCE(groups)
+        self.classification = ClassLoss(groups)
         self.coord_weight = float(coord_weight)
         self.class_weight = float(class_weight)
 
     def forward(
-        self, output: torch.Tensor, targets: IntegralTargets, labels: torch.Tensor, codec: IntegralCodec
+        self, output: torch.Tensor, targets: IntegralTargets, labels: torch.Tensor, codec: IntegralCodec,
+        tags: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """output [B, 2K, h, w]; labels [B, K] abnormal in {0, 1} or NaN → dict of scalar losses
-        (``loss`` is the weighted total; the components are detached)."""
-        logits, class_logit = (t.float() for t in codec.split(output))
+        """output [B, (1 + n)·K, h, w]; labels [B, K] abnormal in {0, 1} or NaN; tags [B, K, C]
+        multi-hot class tags (needed by the multiclass head) → dict of scalar losses (``loss`` is
+        the weighted total; the components are detached)."""
+        logits = codec.split(output)[0].float()
         valid = targets.valid  # [B, K]
         n_valid = valid.sum().clamp(min=1)
         coords, _ = codec.expectation(logits)  # [B, K, 2] cells
         err = (coords - targets.coords.float()).abs().sum(-1)  # [B, K]
         loss_coord = torch.where(valid, err, torch.zeros_like(err)).sum() / n_valid
 
-        loss_class = self.classification(class_logit, targets.peak_index, labels, valid)
+        loss_class = self.classification(output, codec, targets.peak_index, labels, valid, tags)
 
         total = self.coord_weight * loss_coord + self.class_weight * loss_class
         return {"loss": total, "coord": loss_coord.detach(), "class": loss_class.detach()}

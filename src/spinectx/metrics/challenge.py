@@ -11,18 +11,27 @@ Conventions:
   count to the column of each of its tags (a ``v3,v5`` disc counts in column ``disc_v3`` and in
   column ``disc_v5``). Landmarks missing from the ground truth, or annotated without a tag, count
   nowhere; predictions for them are ignored.
-* **The row** of a count is the same for all tags of a landmark:
-  ``not_hit`` when the landmark has no prediction (no location or no class);
-  ``wrong`` when the prediction lies farther than ``threshold_mm`` (distance > 6 mm; exactly 6 mm is
-  a hit, as in the table metric); otherwise the row of the *predicted class*.
+* **The row** of a count: ``not_hit`` for every tag of a landmark without prediction (no location
+  or no class); ``wrong`` for every tag when the prediction lies farther than ``threshold_mm``
+  (distance > 6 mm; exactly 6 mm is a hit, as in the table metric); otherwise the *predicted
+  classes* are matched to the tags:
+  - a tag the prediction also carries counts on the diagonal;
+  - each other tag counts in the row of a predicted class the truth does not carry, taken in the
+    prediction's order and each used once; when none is left, in the row of the prediction's first
+    class (its exclusive class, for a multiclass model's ``"v3,v5"``);
+  - a predicted class matched to no tag (e.g. ``v5`` predicted on a plain ``v3`` disc) is a false
+    positive: it adds 1 to ``extra[class]``, which counts in that class's precision denominator
+    (no column: there is no ground-truth tag to put it under).
   So a ``v3,v5`` disc predicted ``v3`` gives one hit (row ``disc_v3``, column ``disc_v3``) and one
   confusion (row ``disc_v3``, column ``disc_v5``): it adds to v5's recall denominator and to v3's
-  precision denominator. A prediction carries one class; when a multi-code string such as
-  ``"v3,v5"`` is given, its first code is the prediction.
-* precision = diagonal / row sum (over the class columns), recall = diagonal / column sum (which
-  includes ``wrong`` and ``not_hit``), F1 = 2PR / (P + R); each is 0 where undefined (empty row or
-  column). ``support`` = column sum. macro-F1 = mean of the F1 of *all* classes, including
-  classes absent from the ground truth (their F1 is 0).
+  precision denominator; predicted ``v3,v5`` it gives two hits; a ``v2`` disc predicted ``v3,v5``
+  gives row ``disc_v3`` in column ``disc_v2`` and one ``extra`` v5. With one predicted class per
+  landmark (binary models: threshold + most frequent abnormal class) ``extra`` stays empty and
+  every tag counts in the predicted class's row.
+* precision = diagonal / (row sum over the class columns + ``extra``), recall = diagonal / column
+  sum (which includes ``wrong`` and ``not_hit``), F1 = 2PR / (P + R); each is 0 where undefined
+  (empty row or column). ``support`` = column sum. macro-F1 = mean of the F1 of *all* classes,
+  including classes absent from the ground truth (their F1 is 0).
 * **Undefined macro-F1.** When no class has support (the ground truth locates landmarks but tags
   none of them, or locates none), there is nothing to average: ``macro_f1`` is None and
   ``undefined["macro_f1"]`` says why; the per-class values stay 0 as above. Reports show ``n/a``.
@@ -61,13 +70,27 @@ def distances_mm(pred: np.ndarray, truth: np.ndarray, spacing: np.ndarray) -> np
     return np.where(np.isnan(dist), np.inf, dist)
 
 
-def _first_code(value) -> str | None:
-    """A predicted class: ``None``/``""`` → None; ``"v3,v5"`` or ``("v3", "v5")`` → ``"v3"``."""
+def _codes(value) -> list[str]:
+    """Predicted classes: ``None``/``""`` → []; ``"v3,v5"`` or ``("v3", "v5")`` → ``["v3", "v5"]``."""
     if value is None:
-        return None
+        return []
     codes = value.split(",") if isinstance(value, str) else [str(v) for v in value]
-    codes = [c.strip() for c in codes if c.strip()]
-    return codes[0] if codes else None
+    return list(dict.fromkeys(c.strip() for c in codes if c.strip()))
+
+
+def _match(truth: list[str], predicted: list[str]) -> tuple[list[str], list[str]]:
+    """(the predicted class each tag of ``truth`` counts under, the predicted classes matched to
+    no tag) by the module docstring's rule; ``predicted`` is not empty."""
+    spare = [c for c in predicted if c not in truth]
+    rows = []
+    for tag in truth:
+        if tag in predicted:
+            rows.append(tag)
+        elif spare:
+            rows.append(spare.pop(0))
+        else:
+            rows.append(predicted[0])
+    return rows, spare
 
 
 def challenge_metric(
@@ -83,7 +106,8 @@ def challenge_metric(
 
     Args:
         pred_keypoints: [N, K, 2] predicted (x, y) pixels; NaN = no prediction.
-        pred_tags: N lists of K predicted class codes (``"v2"``; ``None``/``""`` = no class).
+        pred_tags: N lists of K predicted classes: a code (``"v2"``), several (``"v3,v5"`` or
+            ``("v3", "v5")``), or ``None``/``""`` = no class.
         gt_keypoints: [N, K, 2] ground-truth (x, y) pixels; NaN = not annotated.
         gt_tags: N lists of K tuples of ground-truth class codes (``("v3", "v5")``).
         spacing: [N, 2] (dy, dx) mm of each study's annotated frame.
@@ -92,7 +116,8 @@ def challenge_metric(
 
     Returns:
         ``{"macro_f1": float | None, "per_class": {class: {precision, recall, f1, support}},
-        "confusion": {row: {col: count}}, "classes": [...], "rows": [...], "undefined": {...}}``;
+        "confusion": {row: {col: count}}, "extra": {class: count}, "classes": [...], "rows": [...],
+        "undefined": {...}}``;
         ``macro_f1`` is None when no class has support, with the reason in
         ``undefined["macro_f1"]`` (``undefined`` is empty otherwise).
 
@@ -129,24 +154,30 @@ def challenge_metric(
         return col_of[key]
 
     confusion = np.zeros((len(rows), len(classes)), dtype=np.int64)
+    extra = np.zeros(len(classes), dtype=np.int64)
     for i in range(n):
         for j in range(k):
             truth = [c for c in gt_tags[i][j] if c] if gt_present[i, j] else []
             if not truth:
                 continue
             columns = [code_index(c, j, "ground-truth") for c in truth]
-            predicted = _first_code(pred_tags[i][j]) if pred_present[i, j] else None
-            if predicted is None:
-                row = not_hit_row
+            predicted = _codes(pred_tags[i][j]) if pred_present[i, j] else []
+            for code in predicted:
+                code_index(code, j, "predicted")
+            if not predicted:
+                row_of = [not_hit_row] * len(truth)
             elif not hit[i, j]:
-                row = wrong_row
+                row_of = [wrong_row] * len(truth)
             else:
-                row = code_index(predicted, j, "predicted")
-            for col in columns:
+                matched, spare = _match(truth, predicted)
+                row_of = [code_index(c, j, "predicted") for c in matched]
+                for code in spare:
+                    extra[code_index(code, j, "predicted")] += 1
+            for row, col in zip(row_of, columns):
                 confusion[row, col] += 1
 
     diag = np.diagonal(confusion[: len(classes)]).astype(np.float64)
-    row_sum = confusion[: len(classes)].sum(1).astype(np.float64)
+    row_sum = confusion[: len(classes)].sum(1).astype(np.float64) + extra
     col_sum = confusion.sum(0).astype(np.float64)
     precision = np.divide(diag, row_sum, out=np.zeros_like(diag), where=row_sum > 0)
     recall = np.divide(diag, col_sum, out=np.zeros_like(diag), where=col_sum > 0)
@@ -167,6 +198,7 @@ def challenge_metric(
         "macro_f1": None if undefined else float(f1.mean()),
         "per_class": per_class,
         "confusion": {r: {c: int(confusion[ri, ci]) for ci, c in enumerate(classes)} for ri, r in enumerate(rows)},
+        "extra": {c: int(extra[ci]) for ci, c in enumerate(classes)},
         "classes": classes,
         "rows": rows,
         "undefined": undefined,

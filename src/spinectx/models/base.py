@@ -3,8 +3,9 @@
 Input: [B, 1 or 3, H, W] float, intensities ~[0, 1] (grayscale is repeated to 3 channels and
 standardised with ImageNet statistics inside the model, so pretrained weights see what they were
 trained on). Output: [B, channels_per_landmark · K, H/stride, W/stride] in the layout of the
-model's codec (:mod:`spinectx.codecs.base`): first block of K = localisation map, last block of K
-= class logits.
+model's codec (:mod:`spinectx.codecs.base`): first block of K = localisation map, the last
+``n_class_logits`` blocks of K = class logits (1 block for the binary head, one per class logit for
+the multiclass head). A network only needs the block count (``channels_per_landmark``).
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ class CCFNet(LandmarkNet):
 
     Input: [B, 1 or 3, H, W] float, intensities ~[0, 1]. Output: [B, 4K, H/s, W/s] with the default
     4 channels per landmark (heatmap, y-offset, x-offset, class logit: the
-    :class:`~spinectx.codecs.coarse_fine.CoarseFineCodec` layout); another codec sets another count.
+    :class:`~spinectx.codecs.coarse_fine.CoarseFineCodec` layout with the binary head); another
+    codec or the multiclass head sets another count (e.g. 3 + 5 for TianChi's multiclass head).
     """
 
     def __init__(

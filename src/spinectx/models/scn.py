@@ -7,7 +7,8 @@ heatmap = local appearance × spatial configuration:
   giving one coarse heatmap per landmark at stride 16 (with MSC) or 32; its large receptive field
   (stride-2 7×7 stem, deep ResNet stages, dilated convs of the MSC) sees the whole spine. It is
   squashed to (0, 1) with a sigmoid, bilinearly upsampled to stride 4 and multiplies the local
-  heatmaps (first K channels); the class logits come from the local branch alone.
+  heatmaps (first K channels); every other block (offsets, all class-logit blocks of either class
+  head) comes from the local branch alone, never multiplied.
 
 Why this design: the published parameter and MAC counts equal SimpleBaseline + CCF-Net of the same
 backbone to within 0.6 % (``docs/models.md``).
