@@ -295,6 +295,11 @@ def best_checkpoint(trainer: L.Trainer) -> str:
     return monitored[0].best_model_path if monitored else ""
 
 
+def _plain(node) -> dict:
+    """A config node as a plain dict (``{}`` for a missing or empty node)."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
+
+
 def train(cfg: DictConfig) -> dict:
     """Run one training job from a composed config; returns the best epoch's metrics.
 
@@ -327,7 +332,7 @@ def train(cfg: DictConfig) -> dict:
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     model = hydra.utils.instantiate(cfg.model, landmarks=OmegaConf.to_container(cfg.data.landmarks, resolve=True),
                                     input_size=int(cfg.data.image_size),
-                                    metrics=OmegaConf.to_container(cfg.data.get("metrics") or {}, resolve=True))
+                                    metrics=_plain(cfg.data.get("metrics")))
     complexity = complexity_report(model.net, int(cfg.data.image_size))
     log.info("%s %s msc=%s: %.2f M params, %.2f G MACs at 512² (paper convention)", cfg.model.name,
              cfg.model.backbone, cfg.model.msc, complexity["params_M"], complexity["flops_G"])
