@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 demo: install  ## generate synthetic data, train CCF-Net R18+MSC on fold 0, print the table row
 	$(BIN)/spinectx-train experiment=demo $(ARGS)
 
-demo-rsna: install  ## RSNA 2024 spinal view on synthetic studies: CCF-Net R18+MSC, held-out log loss vs the class prior (~15 min)
+demo-rsna: install  ## RSNA 2024 spinal view on synthetic studies: CCF-Net R18+MSC, held-out log loss vs the class prior (~13 min)
 	$(BIN)/spinectx-train experiment=demo_rsna $(ARGS)
 
 profile: install  ## params/FLOPs of every paper table row beside the paper -> logs/profile.{csv,md}

@@ -39,3 +39,14 @@ def synthetic_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
     generate_dataset(root, studies=12, seed=3, split="lumbar_train")
     return root
+
+
+RSNA_SEED, RSNA_STUDIES = 3, 9  # seed 3, 9 studies: every quirk of the generator once (docs/synthetic.md)
+
+
+@pytest.fixture(scope="session")
+def synthetic_rsna_root(tmp_path_factory):
+    """9 synthetic studies in the RSNA 2024 layout, one per quirk, generated once."""
+    from spinectx.data.synthetic import generate_rsna_dataset
+
+    return generate_rsna_dataset(tmp_path_factory.mktemp("rsna_synthetic") / "ds", studies=RSNA_STUDIES, seed=RSNA_SEED)

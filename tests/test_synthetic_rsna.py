@@ -22,6 +22,7 @@ from spinectx.data.synthetic import (
     sample_rsna_labels,
     study_quirk,
 )
+from tests.conftest import RSNA_SEED, RSNA_STUDIES
 
 SEED = 3
 STUDIES = 9  # every quirk sits in the first 9 studies of each block of 25
@@ -48,9 +49,10 @@ BALANCED = {**{g: {"normal_mild": 1, "moderate": 1, "severe": 1} for g in ("spin
 
 
 @pytest.fixture(scope="module")
-def rsna(tmp_path_factory):
-    """The dataset on disk (9 studies: one per quirk) and its three CSVs."""
-    root = generate_rsna_dataset(tmp_path_factory.mktemp("rsna") / "ds", studies=STUDIES, seed=SEED)
+def rsna(synthetic_rsna_root):
+    """The dataset on disk (9 studies: one per quirk, seed 3; tests/conftest.py) and its three CSVs."""
+    root = synthetic_rsna_root
+    assert (SEED, STUDIES) == (RSNA_SEED, RSNA_STUDIES)
     read = lambda name: pd.read_csv(root / name, dtype=str, keep_default_na=False)  # noqa: E731
     return root, read("train.csv"), read("train_label_coordinates.csv"), read("train_series_descriptions.csv")
 

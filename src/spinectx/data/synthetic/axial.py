@@ -92,12 +92,7 @@ def render_axial(rng: np.random.Generator, shape: tuple[int, int], spacing: tupl
         put(a_h, T2["herniation"])
     bias = 0.6 + 0.4 * np.exp(-np.maximum(skin_y - yy2, 0.0) / np.float32(150.0))
     img = img * bias
-    n1 = noise(rng, (R, C))
-    n2 = noise(rng, (R, C))
-    s = np.float32(sigma)
-    out = np.sqrt((img + s * n1) ** 2 + (s * n2) ** 2) * np.float32(gain)
-    np.clip(out, 0, 4095, out=out)
-    return (out + 0.5).astype(np.uint16)
+    return rician_uint16(img, rng, sigma, gain)
 
 
 
@@ -127,6 +122,17 @@ class AxialSection:
     recess: tuple[float, float]
     recess_x: float
     recess_y: float
+
+
+def rician_uint16(img: np.ndarray, rng: np.random.Generator, sigma: float, gain: float) -> np.ndarray:
+    """Magnitude-MR noise on a noiseless [R, C] image: |img + σ·n1 + iσ·n2| × gain, clipped to
+    12 bits and rounded → uint16 (σ in the image's intensity units)."""
+    n1 = noise(rng, img.shape)
+    n2 = noise(rng, img.shape)
+    s = np.float32(sigma)
+    out = np.sqrt((img + s * n1) ** 2 + (s * n2) ** 2) * np.float32(gain)
+    np.clip(out, 0, 4095, out=out)
+    return (out + 0.5).astype(np.uint16)
 
 
 def _plane(shape: tuple[int, int], spacing: tuple[float, float], origin_rc: tuple[float, float]):
@@ -231,9 +237,4 @@ def render_axial_section(rng: np.random.Generator, shape: tuple[int, int], spaci
         put(soft(0.9 - np.sqrt((xx2 - 1.8 * j) ** 2 + (yy2 - root_y) ** 2), e) * 0.8, T2["cord"])
     bias = 0.6 + 0.4 * np.exp(-np.maximum(around.skin_y - yy2, 0.0) / np.float32(150.0))
     img *= bias
-    n1 = noise(rng, (R, C))
-    n2 = noise(rng, (R, C))
-    s = np.float32(sigma)
-    out = np.sqrt((img + s * n1) ** 2 + (s * n2) ** 2) * np.float32(gain)
-    np.clip(out, 0, 4095, out=out)
-    return (out + 0.5).astype(np.uint16)
+    return rician_uint16(img, rng, sigma, gain)
