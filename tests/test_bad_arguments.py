@@ -382,3 +382,25 @@ def test_a_mandatory_value_not_given_is_named_without_a_traceback(tmp_path, app,
     extra = [f"paths.root_dir={tmp_path}"] if app == "eval" else []
     code, err = run_app(main, *args, *extra, monkeypatch=monkeypatch, capsys=capsys)
     assert_clean_error(code, err, f"spinectx-{app}", f"{key}: missing; give {key}=... on the command line")
+
+
+# --------------------------------------------------------------------------------------------
+# RSNA 2024 settings
+
+
+def test_an_unknown_rsna_view_names_the_views(tmp_path, monkeypatch, capsys, synthetic_rsna_root):
+    from spinectx.cli.data import main
+
+    code, err = run_app(main, "data=rsna2024", f"data.root={synthetic_rsna_root}", "data.view=spinl",
+                        f"out={tmp_path / 'check.json'}", f"hydra.run.dir={tmp_path / 'run'}",
+                        monkeypatch=monkeypatch, capsys=capsys)
+    assert_clean_error(code, err, "spinectx-data", "data.view='spinl'", "spinal", "foraminal", "subarticular")
+
+
+def test_the_binary_head_on_rsna_is_refused_with_the_reason(tmp_path, monkeypatch, capsys, synthetic_rsna_root):
+    from spinectx.cli.train import main
+
+    code, err = run_app(main, "data=rsna2024", f"data.root={synthetic_rsna_root}", "model.class_head=binary",
+                        "logger=none", "data.num_workers=0", "data.image_size=64", f"paths.root_dir={tmp_path}",
+                        monkeypatch=monkeypatch, capsys=capsys)
+    assert_clean_error(code, err, "spinectx-train", "model.class_head=multiclass", "class_head=binary")

@@ -177,10 +177,13 @@ def test_rows_are_clipped_then_renormalised_but_any_severe_takes_the_value_as_su
         "1_spinal_canal_stenosis_l4_l5": (0.2, 0.2, 0.1),        # sum 0.5: p(normal) = 0.4
         "1_spinal_canal_stenosis_l5_s1": (0.6, 0.3, 0.3),        # sum 1.2: p(normal) = 0.5
     }
-    out = rsna_score(submission(["1"], rows=rows), sol)
+    problems: list[str] = []
+    out = rsna_score(submission(["1"], rows=rows), sol, problems=problems)
     nll = [-math.log((1 - EPS) / (1 + EPS)), LN3, -math.log(EPS / (1 + EPS)), -math.log(0.4), math.log(2)]
     assert out["spinal"] == pytest.approx((4 * nll[0] + sum(nll[1:])) / 8, rel=1e-12)
     assert out["spinal"] > 4  # the ε row dominates: −ln ε ≈ 36
+    notice = next(p for p in problems if "do not sum to 1" in p)  # every row but (0, 1, 0)
+    assert notice.split(": ", 1)[1].startswith("4 row(s)") and "1_spinal_canal_stenosis_l1_l2" in notice
     # any severe: truth severe, max of the *submitted* severe values clipped: 3 → 1 − ε
     assert out["any_severe_spinal"] == pytest.approx(-math.log(1 - EPS), rel=1e-3)
     # as submitted, not renormalised: a study without severe whose row (2, 1, 1) carries severe = 1

@@ -203,3 +203,59 @@ def test_short_fit_on_rsna_records_the_competition_metric(tmp_path, synthetic_rs
         assert key in evaluation, key
     assert 0 < evaluation["prior_logloss"] < 5 and 0 <= evaluation["hit_rate"] <= 1
     assert (Path(cfg.paths.output_dir) / "predictions.png").is_file()
+
+
+def _private_copy(root: Path, out: Path) -> Path:
+    """A copy of the dataset with the DICOM files hard-linked (edit a file only after unlinking it)."""
+    import os
+    import shutil
+
+    shutil.copytree(root, out, copy_function=os.link)
+    return out
+
+
+def _rewrite(path: Path, data: bytes) -> None:
+    path.unlink()  # break the hard link: the shared dataset stays as it was
+    path.write_bytes(data)
+
+
+def test_edited_copy_reports_each_fault_and_the_view_samples(tmp_path, synthetic_rsna_root):
+    root = _private_copy(synthetic_rsna_root, tmp_path / "ds")
+    # a study with severities but no coordinate row
+    gone = quirk_study(root, "rle")
+    coords = (root / "train_label_coordinates.csv").read_text().splitlines(keepends=True)
+    _rewrite(root / "train_label_coordinates.csv", "".join(l for l in coords if not l.startswith(f"{gone},")).encode())
+    # a series listed twice with the same description
+    series = (root / "train_series_descriptions.csv").read_text().splitlines(keepends=True)
+    _rewrite(root / "train_series_descriptions.csv", "".join(series + [series[1]]).encode())
+    # the spinal frame of another study cut short (header intact)
+    cut = quirk_study(root, "instance_offset")
+    frame = next(p["file"] for p in by_id(rsna.report(synthetic_rsna_root), cut)["points"]
+                 if p["condition"] == "Spinal Canal Stenosis")
+    data = (root / frame).read_bytes()
+    _rewrite(root / frame, data[:-5000])
+
+    plain = rsna.report(root)
+    assert any("has severities in train.csv but no coordinate row" in p for p in by_id(plain, gone)["problems"])
+    assert any("repeated (same description)" in p and "line" in p for p in plain["problems"])
+    assert "view" not in plain["totals"]  # headers only: the cut file is not seen without a view
+
+    spinal = rsna.report(root, "spinal", landmarks("spinal"))
+    assert any(f"{frame}" in p and "does not decode" in p for p in by_id(spinal, cut)["problems"])
+    labelled_with_t2 = 6  # 9 studies − no labels − no coordinates − the cut frame; the missing series is T1 or axial or T2
+    assert spinal["totals"]["samples"] + spinal["totals"]["samples_skipped"] >= labelled_with_t2
+    assert spinal["totals"]["samples_skipped"] >= 1
+    kinds = spinal["totals"]["problems_by_kind"]
+    assert kinds["study without coordinates"] == 1 and kinds["duplicated series row"] == 1 and kinds["undecodable frame"] == 1
+    assert not kinds.get("other"), [p for s in spinal["studies"] for p in s["problems"]]
+    # training reads the same samples: the cut frame's sample is skipped at index time, never in a worker
+    index = rsna.build_view_index(root, "spinal", landmarks("spinal"))
+    assert cut not in {r.sample_id for r in index.records} and len(index.records) == spinal["totals"]["samples"]
+
+    # the subarticular view's sample-level problems reach the report: the two-series study's labels
+    # of L4/L5 and L5/S1 lie on the second series, so nothing is carried; every sample is placed
+    sub = rsna.report(root, "subarticular", landmarks("subarticular"))
+    assert sub["totals"]["view"] == "subarticular" and sub["totals"]["samples"] == len(
+        rsna.build_view_index(root, "subarticular", landmarks("subarticular")).records)
+    with pytest.raises(Exception, match="the landmark set has"):
+        rsna.report(root, "spinal", landmarks("subarticular"))

@@ -95,13 +95,20 @@ def landmark_config(name: str):
     landmark set follows a value (``landmarks: ${spinectx.landmarks:rsna2024_${data.view}}``).
 
     Raises:
-        FileNotFoundError: no such landmark set (the message lists the known ones).
+        ConfigError: no such landmark set (the message lists the known ones; for an RSNA set, the
+            views).
     """
+    from spinectx.data.errors import ConfigError
+
     folder = Path(CONF_DIR) / "data" / "landmarks"
     path = folder / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in folder.glob("*.yaml"))
-        raise FileNotFoundError(f"{path}: landmark set {name!r} not found (known: {known})")
+        if name.startswith("rsna2024_"):
+            views = [k.removeprefix("rsna2024_") for k in known if k.startswith("rsna2024_")]
+            raise ConfigError(f"data.view={name.removeprefix('rsna2024_')!r} is not a view of RSNA 2024; "
+                              f"use one of {views}")
+        raise ConfigError(f"landmark set {name!r} not found: no {path} (known: {known})")
     return OmegaConf.load(path)
 
 

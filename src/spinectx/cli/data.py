@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -58,6 +59,15 @@ def check_dataset(root: str, splits: str | list[str], landmarks_cfg: dict) -> di
     }
 
 
+def found_splits(root: str | Path) -> list[str]:
+    """The TianChi splits under ``root``: names ``S`` with both a folder ``S/`` and ``S_annotation.json``."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name.removesuffix("_annotation.json") for p in root.glob("*_annotation.json")
+                  if (root / p.name.removesuffix("_annotation.json")).is_dir())
+
+
 def dataset_report(cfg: DictConfig) -> dict:
     """The report of the dataset ``cfg.data`` describes (``root=``/``splits=`` override it)."""
     from hydra.utils import instantiate
@@ -67,6 +77,10 @@ def dataset_report(cfg: DictConfig) -> dict:
 
     root = cfg.root if cfg.get("root") is not None else cfg.data.root
     landmarks_cfg = OmegaConf.to_container(cfg.data.landmarks, resolve=True)
+    if cfg.get("root") is not None and cfg.get("splits") is None and cfg.data.get("view") is None:
+        found = found_splits(root)  # root= alone: every TianChi split the folder holds
+        if found:
+            return check_dataset(str(root), found, landmarks_cfg)
     if cfg.get("splits") is not None or cfg.data.get("reader") is None:
         splits = cfg.splits if cfg.get("splits") is not None else cfg.data.splits
         splits = OmegaConf.to_container(splits, resolve=True) if OmegaConf.is_list(splits) else splits

@@ -48,11 +48,16 @@ def check_output_file(path: str, setting: str) -> str:
 def input_error(exc: BaseException, errors: tuple[type[BaseException], ...] = INPUT_ERRORS) -> BaseException | None:
     """``exc`` when it is one of ``errors``; the error behind it when Hydra's ``instantiate``
     wrapped one (an ``InstantiationException`` raised *from* it, e.g. a bad ``data.fold`` refused
-    by the DataModule's constructor); else None (a bug: its traceback is shown)."""
+    by the DataModule's constructor) or OmegaConf's resolution of an interpolation did (a resolver
+    refusing a value, e.g. an unknown ``data.view``); else None (a bug: its traceback is shown)."""
     from hydra.errors import InstantiationException
+    from omegaconf.errors import InterpolationResolutionError
 
-    while isinstance(exc, InstantiationException) and exc.__cause__ is not None:
-        exc = exc.__cause__
+    while isinstance(exc, (InstantiationException, InterpolationResolutionError)):
+        inner = exc.__cause__ or exc.__context__  # OmegaConf raises inside the resolver's ``except``
+        if inner is None:
+            break
+        exc = inner
     return exc if isinstance(exc, errors) else None
 
 

@@ -210,7 +210,7 @@ def print_table(metrics: dict, title: str) -> None:
         table = Table(title="RSNA 2024 metric (weighted log loss: lower is better)")
         table.add_column("")
         for k in rsna:
-            table.add_column(k, justify="right")
+            table.add_column("hit_rate (%)" if k == "hit_rate" else k, justify="right")
         table.add_row("model", *[show(k, metrics.get(k)) for k in rsna])
         if any(f"prior_{k}" in metrics for k in rsna):
             table.add_row("class prior", *[show(k, metrics.get(f"prior_{k}")) for k in rsna])
@@ -389,7 +389,9 @@ def prior_baseline(datamodule, model) -> dict:
     held_out = torch.from_numpy(np.stack([record_targets(r, landmarks)[1] for r in datamodule.val_set.records]))
     metric = type(model.rsna_metric)(any_severe=model.rsna_metric.any_severe, class_weights=model.rsna_metric.class_weights)
     target = model.severity_targets(held_out)
-    metric.update(prior.expand(len(held_out), -1, -1).float(), target, torch.full(target.shape, float("nan")))
+    # the prior places no point: its hit rate is meaningless and not reported (zero distances keep
+    # the metric from warning that it is undefined)
+    metric.update(prior.expand(len(held_out), -1, -1).float(), target, torch.zeros(target.shape))
     values = metric.compute()
     out = {"prior_logloss": float(values["logloss"]), "prior_rsna_score": float(values["score"])}
     if "any_severe" in values:

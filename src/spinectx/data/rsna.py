@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spinectx.data.dicom import SliceHeader
+from spinectx.data.dicom import SliceHeader, check_frame
 from spinectx.data.errors import DataError
 from spinectx.data.geometry import patient_to_pixel, pixel_to_patient
 from spinectx.data.landmarks import LandmarkSet
@@ -205,9 +205,12 @@ def _read_series(root: Path, problems: list[str]) -> dict[str, dict[str, str]]:
         if desc not in known:
             problems.append(f"{path}: line {i + 2}: study {study} series {series}: unknown series description "
                             f"{desc!r} (expected one of {sorted(known)})")
-        if series in out[study] and out[study][series] != desc:
-            problems.append(f"{path}: line {i + 2}: series {series} of study {study} described twice "
-                            f"({out[study][series]!r}, {desc!r}); the first counts")
+        if series in out[study]:
+            if out[study][series] != desc:
+                problems.append(f"{path}: line {i + 2}: series {series} of study {study} described twice "
+                                f"({out[study][series]!r}, {desc!r}); the first counts")
+            else:
+                problems.append(f"{path}: line {i + 2}: series {series} of study {study} repeated (same description)")
             continue
         out[study].setdefault(series, desc)
     return dict(out)
@@ -353,6 +356,9 @@ def scan(root: str | Path, views: Iterable[str] = VIEWS) -> tuple[list[RSNAStudy
             study.problems.append(f"{root / 'train.csv'}: study {study_id} has no row (no labels); not used")
         elif all(v is None for v in study.severities.values()):
             study.problems.append(f"{root / 'train.csv'}: study {study_id} has no severity at all (no labels); not used")
+        elif study_id not in coords:
+            study.problems.append(f"{coords_path}: study {study_id} has severities in train.csv but no coordinate "
+                                  "row; no training sample (nothing to place its labels on)")
         if study_id not in on_disk:
             study.problems.append(f"{images / study_id}: study without images (folder missing)")
             for p in points:
@@ -418,9 +424,11 @@ class _Sample:
     meta: dict
 
 
-def _make_record(study: RSNAStudy, sample: _Sample, landmarks: LandmarkSet, problems: list[str]) -> StudyRecord | None:
+def _make_record(study: RSNAStudy, sample: _Sample, landmarks: LandmarkSet, problems: list[str],
+                 check_pixels: bool = True) -> StudyRecord | None:
     """One sample → a record on the frame holding most of its points (see the module docstring);
-    None (with a problem) when none of its points can be used."""
+    None (with a problem) when none of its points can be used, or (``check_pixels``) when its
+    frame does not decode."""
     usable = {n: p for n, p in sample.points.items() if p.problem is None}
     for p in sample.points.values():
         if p.problem is not None:
@@ -433,6 +441,13 @@ def _make_record(study: RSNAStudy, sample: _Sample, landmarks: LandmarkSet, prob
     if frame.pixel_spacing is None or not all(v > 0 for v in frame.pixel_spacing):
         problems.append(f"{frame.path}: PixelSpacing (0028,0030) missing or not positive; sample {sample.sample_id} skipped")
         return None
+    if check_pixels:  # decoded once here, so that a truncated or undecodable frame never reaches a worker
+        try:
+            check_frame(frame.ref)
+        except DataError as exc:
+            problems.append(f"{frame.path}: the frame of sample {sample.sample_id} does not decode ({exc}); "
+                            "sample skipped")
+            return None
     k = len(landmarks)
     keypoints = np.full((k, 2), np.nan, dtype=np.float32)
     tags: list[tuple[str, ...]] = [() for _ in range(k)]
@@ -557,14 +572,24 @@ def build_view_index(root: str | Path, view: str, landmarks: LandmarkSet) -> Dat
     return index
 
 
-def report(root: str | Path) -> dict:
+def report(root: str | Path, view: str | None = None, landmarks: LandmarkSet | None = None) -> dict:
     """What the reader understood of an RSNA 2024 folder (``spinectx-data data=rsna2024``):
     ``{"studies": [{"study_id", "points": [{"condition", "level", "series_id", "instance_number",
     "file", "slice_index", "coord": [x, y], "severity", "pixel_spacing": [row, col]}],
     "problems"}], "problems", "totals"}`` — ``file`` relative to the root, ``slice_index``
     0-based within its stack, ``severity`` null when blank; unresolved points have null ``file``.
+
+    With ``view`` and its ``landmarks``, the view's training samples are also built, exactly as
+    training builds them (frames decoded once): their problems (left and right on different
+    slices or series, points carried between series, undecodable frames, skipped samples) join
+    their study's, and ``totals.samples`` / ``totals.samples_skipped`` count them.
+
+    Raises:
+        DataError: a missing root/CSV, or a landmark set that does not fit ``view``.
     """
     root = Path(root)
+    if view is not None:
+        check_view_landmarks(view, landmarks)
     studies, problems = scan(root)
     out_studies = []
     totals: Counter = Counter()
@@ -587,6 +612,13 @@ def report(root: str | Path) -> dict:
             totals["points"] += 1
             totals["points_unresolved"] += h is None
         study_problems = study.problems + [p.problem for p in study.points if p.problem]
+        labelled = any(v is not None for v in study.severities.values()) and Path(study.folder).is_dir()
+        if view is not None and labelled:
+            sample_problems: list[str] = []
+            for sample in view_samples(study, view):
+                made = _make_record(study, sample, landmarks, sample_problems) is not None
+                totals["samples" if made else "samples_skipped"] += 1
+            study_problems += list(dict.fromkeys(p for p in sample_problems if p not in study_problems))
         for value in study.severities.values():
             severities[value or "blank"] += 1
         out_studies.append({"study_id": study.study_id, "points": points, "problems": study_problems})
@@ -606,17 +638,36 @@ def report(root: str | Path) -> dict:
             "labels": dict(sorted(severities.items())),
             "problems": len(problems) + totals["problems"],
             "problems_by_kind": dict(sorted(kinds.items())),
+            **({"view": view, "samples": totals["samples"], "samples_skipped": totals["samples_skipped"]}
+               if view is not None else {}),
         },
     }
 
 
 _KINDS = (
+    ("no usable labelled point", "sample without a usable point"),
+    ("no point could be placed", "sample without a usable point"),
+    ("when carried over", "carried point outside the frame"),
+    ("carried over through patient space", "point carried between stacks or series"),
+    ("the sample's frame is slice", "points of one sample on different slices"),
     ("but missing on disk", "series missing on disk"),
     ("neither listed nor on disk", "series unknown"),
     ("study without images", "study without images"),
+    ("the study has no images", "coordinate of a study without images"),
     ("no labels", "study without labels"),
+    ("but no coordinate row", "study without coordinates"),
     ("labelled again", "duplicated coordinate row"),
     ("listed again", "duplicated train.csv row"),
+    ("described twice", "series described twice"),
+    ("repeated (same description)", "duplicated series row"),
+    ("non-numeric", "unreadable coordinate row"),
+    ("non-finite coordinate", "unreadable coordinate row"),
+    ("unknown condition", "unknown condition or level"),
+    ("unknown level", "unknown condition or level"),
+    ("unknown series description", "unknown series description"),
+    ("does not decode", "undecodable frame"),
+    ("unreadable DICOM", "unreadable DICOM file"),
+    ("DICOM header lacks", "unreadable DICOM file"),
     ("where this condition is labelled on", "coordinate on an unexpected series type"),
     ("not found in series", "instance not found"),
     ("file name says instance", "file name is not the InstanceNumber"),
@@ -651,5 +702,6 @@ class RSNAReader:
         return build_view_index(root, self.view, landmarks)
 
     def report(self, root: str | Path, landmarks: LandmarkSet | None = None) -> dict:
-        """What ``spinectx-data`` writes (:func:`report`: every view, whatever ``view`` is)."""
-        return report(root)
+        """What ``spinectx-data`` writes (:func:`report`): every point of every view, and, given the
+        landmark set, this view's samples and their problems."""
+        return report(root, self.view if landmarks is not None else None, landmarks)

@@ -132,7 +132,7 @@ class LandmarkModule(L.LightningModule):
         """The competition metric of an RSNA view, or None (see ``metrics``).
 
         Raises:
-            ValueError: asked for with a head or landmark set that does not give the three
+            ConfigError: asked for with a head or landmark set that does not give the three
                 severity probabilities of every landmark.
         """
         if not cfg:
@@ -141,9 +141,12 @@ class LandmarkModule(L.LightningModule):
 
         groups = self.landmarks.groups
         if self.classes.mode != "multiclass" or any(len(g.exclusive) != 3 or g.flags for g in groups):
-            raise ValueError("the RSNA metric needs model.class_head=multiclass and landmark groups of three "
-                             f"exclusive severities; got class_head={self.classes.mode} and "
-                             f"{[list(g.classes) for g in groups]}")
+            from spinectx.data.errors import ConfigError
+
+            raise ConfigError("the RSNA 2024 metric scores three severity probabilities per level: it needs "
+                              "model.class_head=multiclass (binary is the TianChi paper's head) and landmark groups "
+                              f"of three exclusive severities; got class_head={self.classes.mode} and "
+                              f"{[list(g.classes) for g in groups]}")
         weights = groups[0].class_weights or (1.0, 2.0, 4.0)
         return RSNAMetric(any_severe=cfg.get("view") == "spinal", radius_mm=float(cfg.get("radius_mm", 6.0)),
                           class_weights=tuple(weights), severe_index=2)

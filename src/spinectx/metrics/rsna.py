@@ -353,6 +353,11 @@ def rsna_score(
     if not np.isfinite(raw).all() or (raw < 0).any() or (raw.sum(1) == 0).any():
         bad = scored["row_id"][~np.isfinite(raw).all(1) | (raw < 0).any(1) | (raw.sum(1) == 0)].tolist()
         raise ValueError(f"submission rows with negative or non-finite values or summing to 0: {few(bad)}")
+    off = np.abs(raw.sum(1) - 1.0) > 1e-3
+    if off.any():
+        problems.append(f"{submission_name}: {int(off.sum())} row(s) do not sum to 1 (renormalised for the log loss, "
+                        f"while any_severe_spinal takes `severe` as submitted, as SPEC §6): "
+                        f"{few(scored['row_id'][off].tolist())}")
     target = scored["truth"].map({c: i for i, c in enumerate(CLASSES)}).to_numpy(dtype=np.int64)
     weight = np.asarray([CLASS_WEIGHTS[c] for c in CLASSES])[target]
     prob = np.clip(raw, EPS, 1 - EPS)
