@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from spinectx.cli import CONF_DIR
@@ -177,6 +178,23 @@ def test_every_sample_loads_as_three_aligned_channels(synthetic_rsna_root, index
         assert float(sample["image"].std()) > 0
 
 
+def test_prediction_input_is_the_validation_input(indexes):
+    from spinectx.inference import stack_input
+
+    for view, index in indexes.items():
+        lm = landmarks(view)
+        for r in index.records[:4] + [rec for rec in index.records if rec.slice_index in (0, len(rec.slices) - 1)][:2]:
+            for channels in (1, 3):
+                expected = SpineDataset([r], lm, SpineTransform(48, train=False), FrameCache(None), slices=channels)[0]["image"]
+                got, shape, notes = stack_input(r.slices, r.slice_index, 48, channels)
+                assert got.shape == (channels, 48, 48) and shape == tuple(r.shape) and not notes
+                torch.testing.assert_close(got, expected.float())
+    with pytest.raises(ValueError, match="odd"):
+        stack_input(r.slices, r.slice_index, 48, 2)
+    with pytest.raises(ValueError, match="outside"):
+        stack_input(r.slices, len(r.slices), 48, 3)
+
+
 @pytest.mark.parametrize("view", rsna.VIEWS)
 def test_fast_dev_run_per_view(tmp_path, synthetic_rsna_root, view):
     from spinectx.cli.train import train
@@ -203,6 +221,24 @@ def test_short_fit_on_rsna_records_the_competition_metric(tmp_path, synthetic_rs
         assert key in evaluation, key
     assert 0 < evaluation["prior_logloss"] < 5 and 0 <= evaluation["hit_rate"] <= 1
     assert (Path(cfg.paths.output_dir) / "predictions.png").is_file()
+
+    # the checkpoint keeps the training class prior (what a study-level prediction falls back to)
+    import hydra
+
+    from spinectx.data.dataset import class_prior
+    from spinectx.inference import load_module
+
+    module = load_module(evaluation["checkpoint"], "cpu")
+    assert module.hparams.input_slices == 3 and module.hparams.input_size == 64  # prediction prepares input as training
+    stored = np.asarray(module.class_prior)
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
+    datamodule.setup("fit")
+    expected = class_prior(datamodule.train_set.records, datamodule.landmarks)
+    assert stored.shape == (5, 3) and np.allclose(stored.sum(-1), 1) and (stored > 0).all()
+    np.testing.assert_allclose(stored, expected)
+    counts = sum(np.array([[t == (c,) for c in ("normal_mild", "moderate", "severe")] for t in r.tags], dtype=float)
+                 for r in datamodule.train_set.records)
+    np.testing.assert_allclose(stored, (counts + 1) / (counts + 1).sum(-1, keepdims=True))  # Laplace-smoothed counts
 
 
 def _private_copy(root: Path, out: Path) -> Path:

@@ -56,6 +56,41 @@ def frame_to_input(frame: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy(resize_image(normalise_intensity(frame.astype(np.float32)), (size, size)))[None]
 
 
+def stack_input(slices, index: int, size: int, channels: int = 1) -> tuple[torch.Tensor, tuple[int, int], list[str]]:
+    """Network input of slice ``index`` of a stack (``slices``: FrameRefs in slice order) →
+    (input [channels, S, S], the slice's frame shape (H, W), notes).
+
+    ``channels`` = 1 gives the slice alone; 3 (2.5-D) the slice and its neighbour on each side in
+    slice order, clamped at the stack's ends — each normalised and resized exactly as validation
+    prepares it (:class:`~spinectx.data.dataset.SpineDataset` with ``slices=channels``). A
+    neighbour that does not decode, or has another size, is replaced by the slice (with a note).
+
+    Raises:
+        DataError: the slice itself does not decode (naming its file).
+        ValueError: ``channels`` is not odd and ≥ 1, or ``index`` is outside the stack.
+    """
+    if channels < 1 or channels % 2 == 0:
+        raise ValueError(f"channels must be an odd number ≥ 1, got {channels}")
+    if not 0 <= index < len(slices):
+        raise ValueError(f"slice index {index} outside a stack of {len(slices)} slices")
+    centre = read_frame(slices[index])
+    planes, notes = [], []
+    for j in (min(max(index + d, 0), len(slices) - 1) for d in range(-(channels // 2), channels // 2 + 1)):
+        frame = centre
+        if j != index:
+            try:
+                frame = read_frame(slices[j])
+            except DataError as exc:
+                notes.append(f"neighbour slice unusable ({exc}); the slice {slices[index]} is used instead")
+                frame = centre
+            if frame.shape != centre.shape:
+                notes.append(f"{slices[j]}: size {frame.shape[0]}×{frame.shape[1]} differs from the slice's; "
+                             f"the slice {slices[index]} is used instead")
+                frame = centre
+        planes.append(frame_to_input(frame, size)[0])
+    return torch.stack(planes), tuple(centre.shape), notes
+
+
 def input_to_frame(keypoints: np.ndarray, frame_hw: tuple[int, int], size: int) -> np.ndarray:
     """Keypoints [K, 2] (x, y) in input pixels → pixels of the [H, W] frame (inverse resize)."""
     h, w = frame_hw

@@ -331,7 +331,7 @@ def train(cfg: DictConfig) -> dict:
     log.info("data: %s", cfg.data.root)
     datamodule = hydra.utils.instantiate(cfg.data, _convert_="all")
     model = hydra.utils.instantiate(cfg.model, landmarks=OmegaConf.to_container(cfg.data.landmarks, resolve=True),
-                                    input_size=int(cfg.data.image_size),
+                                    input_size=int(cfg.data.image_size), input_slices=int(cfg.data.get("slices") or 1),
                                     metrics=_plain(cfg.data.get("metrics")))
     complexity = complexity_report(model.net, int(cfg.data.image_size))
     log.info("%s %s msc=%s: %.2f M params, %.2f G MACs at 512² (paper convention)", cfg.model.name,
@@ -381,11 +381,10 @@ def prior_baseline(datamodule, model) -> dict:
     → ``{"prior_logloss", "prior_rsna_score", ["prior_any_severe"]}``."""
     import torch
 
-    from spinectx.data.dataset import record_targets
+    from spinectx.data.dataset import class_prior, record_targets
 
     landmarks = datamodule.landmarks
-    train = np.stack([record_targets(r, landmarks)[1][:, :3] for r in datamodule.train_set.records])  # [N, K, 3]
-    prior = torch.from_numpy((train.sum(0) + 1.0) / (train.sum(0) + 1.0).sum(-1, keepdims=True))
+    prior = torch.from_numpy(class_prior(datamodule.train_set.records, landmarks)[:, :3])  # [K, 3]
     held_out = torch.from_numpy(np.stack([record_targets(r, landmarks)[1] for r in datamodule.val_set.records]))
     metric = type(model.rsna_metric)(any_severe=model.rsna_metric.any_severe, class_weights=model.rsna_metric.class_weights)
     target = model.severity_targets(held_out)

@@ -28,6 +28,22 @@ def record_targets(record: StudyRecord, landmarks: LandmarkSet) -> tuple[np.ndar
     return labels, tags
 
 
+def class_prior(records: list[StudyRecord], landmarks: LandmarkSet, pseudo_count: float = 1.0) -> np.ndarray:
+    """Class frequencies of each landmark over ``records`` → [K, C] (C = ``landmarks.max_classes``,
+    the group's vocabulary order; columns past a group's classes are 0): (count + ``pseudo_count``)
+    normalised over the group's classes (Laplace smoothing: a class never seen does not get 0).
+    Untagged landmarks do not count. What a model that ignores the image predicts; the RSNA
+    class-prior baseline and the fallback rows of a submission."""
+    counts = np.zeros((len(landmarks), landmarks.max_classes), dtype=np.float64)
+    for r in records:
+        counts += record_targets(r, landmarks)[1]
+    valid = np.zeros_like(counts, dtype=bool)
+    for k, g in enumerate(landmarks.group_of):
+        valid[k, : len(landmarks.groups[g].classes)] = True
+    counts = np.where(valid, counts + pseudo_count, 0.0)
+    return counts / counts.sum(-1, keepdims=True)
+
+
 class SpineDataset(Dataset):
     """Samples of annotated studies.
 

@@ -67,6 +67,8 @@ class LandmarkModule(L.LightningModule):
             (a flip swaps the patient's left and right landmarks).
         input_size: side of the square network input in pixels (the data's ``image_size``),
             recorded so that prediction resizes frames as training did.
+        input_slices: slices per input (the data's ``slices``: 1, or 3 for 2.5-D input), recorded so
+            that prediction stacks the neighbours as training did.
         channels_last: run the network in channels-last memory format.
         metrics: the dataset's metrics beyond the table metric (``data.metrics``), e.g.
             ``{"rsna": {"view": "spinal", "radius_mm": 6.0}}``: the RSNA 2024 competition's
@@ -93,6 +95,7 @@ class LandmarkModule(L.LightningModule):
         class_head: str = "binary",
         tta: bool = False,
         input_size: int | None = None,
+        input_slices: int = 1,
         channels_last: bool = False,
         compile: bool = False,
         compile_kwargs: Mapping | None = None,
@@ -122,6 +125,7 @@ class LandmarkModule(L.LightningModule):
         titles = [g.title for g in self.landmarks.groups]
         self.val_metric = TableMetric(self.landmarks.group_of, titles)
         self.rsna_metric = self._rsna_metric(dict(_plain(metrics) or {}).get("rsna"))
+        self.class_prior: list | None = None  # [K, C] training class frequencies (set at fit start, kept in checkpoints)
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
         # kept outside the module tree: the state dict stays that of the plain network
@@ -210,6 +214,33 @@ class LandmarkModule(L.LightningModule):
                 values["any_severe"] = rsna["any_severe"]
         self.log_dict({f"val/{k}": v.float() for k, v in values.items()}, prog_bar=False)
         self.log("val_score", values["Score"], prog_bar=True, logger=False)
+
+    # ------------------------------------------------------------------ the training class prior
+    #: checkpoint key of the class frequencies of the training samples (:func:`class_prior`):
+    #: ``{"landmarks": [names], "classes": [[vocabulary] per landmark], "prior": [K, C]}``; what
+    #: a study-level prediction falls back to for a row it cannot predict
+    PRIOR_KEY = "spinectx_class_prior"
+
+    def on_fit_start(self) -> None:
+        from spinectx.data.dataset import class_prior
+
+        train_set = getattr(getattr(self.trainer, "datamodule", None), "train_set", None)
+        if train_set is not None and getattr(train_set, "records", None):
+            self.class_prior = class_prior(train_set.records, self.landmarks).tolist()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        prior = getattr(self, "class_prior", None)
+        if prior is not None:
+            checkpoint[self.PRIOR_KEY] = {
+                "landmarks": list(self.landmarks.names),
+                "classes": [list(self.landmarks.groups[g].classes) for g in self.landmarks.group_of],
+                "prior": prior,
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        stored = checkpoint.get(self.PRIOR_KEY)
+        if stored is not None:
+            self.class_prior = stored["prior"]
 
     def configure_optimizers(self):
         optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
