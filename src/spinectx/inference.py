@@ -56,7 +56,8 @@ def frame_to_input(frame: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy(resize_image(normalise_intensity(frame.astype(np.float32)), (size, size)))[None]
 
 
-def stack_input(slices, index: int, size: int, channels: int = 1) -> tuple[torch.Tensor, tuple[int, int], list[str]]:
+def stack_input(slices, index: int, size: int, channels: int = 1,
+                read=read_frame) -> tuple[torch.Tensor, tuple[int, int], list[str]]:
     """Network input of slice ``index`` of a stack (``slices``: FrameRefs in slice order) →
     (input [channels, S, S], the slice's frame shape (H, W), notes).
 
@@ -64,6 +65,7 @@ def stack_input(slices, index: int, size: int, channels: int = 1) -> tuple[torch
     slice order, clamped at the stack's ends — each normalised and resized exactly as validation
     prepares it (:class:`~spinectx.data.dataset.SpineDataset` with ``slices=channels``). A
     neighbour that does not decode, or has another size, is replaced by the slice (with a note).
+    ``read`` decodes one FrameRef (e.g. a per-study memo, so that each slice is decoded once).
 
     Raises:
         DataError: the slice itself does not decode (naming its file).
@@ -73,13 +75,13 @@ def stack_input(slices, index: int, size: int, channels: int = 1) -> tuple[torch
         raise ValueError(f"channels must be an odd number ≥ 1, got {channels}")
     if not 0 <= index < len(slices):
         raise ValueError(f"slice index {index} outside a stack of {len(slices)} slices")
-    centre = read_frame(slices[index])
+    centre = read(slices[index])
     planes, notes = [], []
     for j in (min(max(index + d, 0), len(slices) - 1) for d in range(-(channels // 2), channels // 2 + 1)):
         frame = centre
         if j != index:
             try:
-                frame = read_frame(slices[j])
+                frame = read(slices[j])
             except DataError as exc:
                 notes.append(f"neighbour slice unusable ({exc}); the slice {slices[index]} is used instead")
                 frame = centre
