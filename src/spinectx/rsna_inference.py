@@ -29,7 +29,7 @@ import torch
 from spinectx.data.dicom import read_frame
 from spinectx.data.errors import DataError
 from spinectx.data.geometry import nearest_slice, patient_side, pixel_to_patient
-from spinectx.data.study import index_folder
+from spinectx.data.study import index_subfolders
 from spinectx.inference import input_to_frame, stack_input
 
 LEVELS = ("L1/L2", "L2/L3", "L3/L4", "L4/L5", "L5/S1")
@@ -105,17 +105,9 @@ def read_study_stacks(study_dir: Path, descriptions: Mapping[str, str]) -> tuple
     comes from ``descriptions`` (series_id → text), else from the files' SeriesDescription."""
     out: dict[str, list] = {}
     problems: list[str] = []
-    for series_dir in sorted(p for p in Path(study_dir).iterdir() if p.is_dir()):
-        try:
-            indexes = index_folder(series_dir)
-        except DataError as exc:
-            problems.append(str(exc))
-            continue
-        for idx in indexes:
-            problems.extend(idx.problems)
-            for stack in idx.stacks:
-                desc = descriptions.get(series_dir.name) or stack.description
-                out.setdefault(desc, []).append(stack)
+    for series_dir, idx in index_subfolders(study_dir, problems):
+        for stack in idx.stacks:
+            out.setdefault(descriptions.get(series_dir.name) or stack.description, []).append(stack)
     return out, problems
 
 

@@ -384,7 +384,9 @@ def prior_baseline(datamodule, model) -> dict:
     from spinectx.data.dataset import class_prior, record_targets
 
     landmarks = datamodule.landmarks
-    prior = torch.from_numpy(class_prior(datamodule.train_set.records, landmarks)[:, :3])  # [K, 3]
+    # the module computed it at fit start (it keeps it in its checkpoints)
+    stored = model.class_prior if model.class_prior is not None else class_prior(datamodule.train_set.records, landmarks)
+    prior = torch.from_numpy(np.asarray(stored, dtype=np.float64)[:, :3])  # [K, 3]
     held_out = torch.from_numpy(np.stack([record_targets(r, landmarks)[1] for r in datamodule.val_set.records]))
     metric = type(model.rsna_metric)(any_severe=model.rsna_metric.any_severe, class_weights=model.rsna_metric.class_weights)
     target = model.severity_targets(held_out)

@@ -21,7 +21,7 @@ from spinectx.data.annotation import AnnotationFile, parse_annotations
 from spinectx.data.dicom import FrameRef, check_frame, read_headers
 from spinectx.data.errors import ConfigError, DataError, DicomError
 from spinectx.data.landmarks import LandmarkSet
-from spinectx.data.study import Stack, StudyIndex, index_folder, unique_studies
+from spinectx.data.study import Stack, StudyIndex, index_subfolders, unique_studies
 
 log = logging.getLogger(__name__)
 
@@ -207,16 +207,7 @@ def layout_problem(split_dir: Path, max_depth: int = 3) -> str | None:
 
 def _index_split_folders(split_dir: Path, problems: list[str]) -> tuple[dict[str, StudyIndex], dict[str, StudyIndex]]:
     """Index every study folder of a split → (by study uid, by instance uid)."""
-    indexes: list[StudyIndex] = []
-    for folder in sorted(p for p in split_dir.iterdir() if p.is_dir()):
-        try:
-            found = index_folder(folder)
-        except DataError as exc:
-            problems.append(str(exc))
-            continue
-        for idx in found:
-            problems.extend(idx.problems)
-        indexes.extend(found)
+    indexes = [idx for _, idx in index_subfolders(split_dir, problems)]
     return study_lookups(indexes, problems)
 
 

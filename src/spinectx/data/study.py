@@ -323,6 +323,22 @@ def index_folder(folder: str | Path) -> list[StudyIndex]:
     return out
 
 
+def index_subfolders(parent: str | Path, problems: list[str]) -> list[tuple[Path, StudyIndex]]:
+    """:func:`index_folder` on every sub-folder of ``parent`` (name order) → (folder, index) pairs.
+    A folder that cannot be indexed, and every problem an index reports, go to ``problems``."""
+    out: list[tuple[Path, StudyIndex]] = []
+    for folder in sorted(p for p in Path(parent).iterdir() if p.is_dir()):
+        try:
+            found = index_folder(folder)
+        except DataError as exc:
+            problems.append(str(exc))
+            continue
+        for idx in found:
+            problems.extend(idx.problems)
+            out.append((folder, idx))
+    return out
+
+
 def index_study(folder: str | Path) -> StudyIndex:
     """The study of a study folder (see :func:`index_folder`); when the folder holds files of
     several studies, the one with the most images (the others are named in its problems).
