@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help install demo demo-rsna profile zoo reproduce report bench test test-all clean
+.PHONY: help install demo demo-rsna profile zoo reproduce reproduce-rsna report bench test test-all clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,15 @@ reproduce: install  ## the paper's ablations as sweeps (Tables 1-2, data fractio
 
 report: install  ## aggregate the three sweeps under logs/ -> reports/latest
 	$(BIN)/spinectx-report 'sweep=[logs/table1/sweep,logs/table2/sweep,logs/data_fraction/sweep]' out=reports/latest
+
+# make reproduce-rsna [SCALE=smoke|paper] [DATA_ROOT=/data/rsna-2024] [ARGS='model=hrnet hydra/launcher=slurm ...']
+# synthetic by default: the 200 studies of make demo-rsna (generated once into .cache/)
+RSNA_DATA_ARGS := $(if $(DATA_ROOT),data=rsna2024 data.root=$(abspath $(DATA_ROOT)),data.synthetic.studies=200)
+RSNA_SWEEP = logs/rsna/$(SCALE)$(if $(DATA_ROOT),_$(notdir $(abspath $(DATA_ROOT))),)
+
+reproduce-rsna: install  ## RSNA 2024: train the 3 views (multirun), predict held-out studies, score -> reports/rsna (~45 min)
+	$(BIN)/spinectx-train --multirun experiment=rsna scale=rsna_$(SCALE) $(RSNA_DATA_ARGS) hydra.sweep.dir=$(RSNA_SWEEP) $(ARGS)
+	$(BIN)/spinectx-report-rsna sweep=$(RSNA_SWEEP) out=reports/rsna $(if $(DATA_ROOT),data_root=$(abspath $(DATA_ROOT)),)
 
 bench: install  ## performance figures beside their references (~10 min) -> logs/bench/{bench.json,bench.md,bench_scaling.png}
 	$(BIN)/spinectx-bench $(ARGS)

@@ -59,7 +59,7 @@ def test_pad_study_adds_unused_series(tmp_path, synthetic_root):
 
 
 @pytest.mark.slow  # ~100 s: every benchmark section end to end (make test-all); its parts are unit-tested above
-def test_bench_end_to_end_on_tiny_settings(tmp_path, synthetic_root):
+def test_bench_end_to_end_on_tiny_settings(tmp_path, synthetic_root, synthetic_rsna_root):
     out = tmp_path / "bench"
     run("spinectx.cli.bench", f"out={out}", f"data_overrides=['data.root={synthetic_root}','data.synthetic=null','data.num_workers=0']",
         "pipeline.size=64", "pipeline.samples=8", "pipeline.naive_samples=4",
@@ -67,6 +67,8 @@ def test_bench_end_to_end_on_tiny_settings(tmp_path, synthetic_root):
         "precision.size=64", "precision.batch=2", "precision.steps=1", "precision.warmup=0",
         "inference.size=64", "inference.studies=2", "scaling.sizes=[64,96]", "scaling.batch=2", "scaling.batches=[1]",
         "scaling.batch_size_at=64", "scaling.steps=1", "data_wait.size=64", "data_wait.batch=2", "data_wait.steps=3",
+        "rsna.size=64", "rsna.train_size=64", "rsna.studies=2", "rsna.warmup=0", "rsna.samples=4", "rsna.views=[spinal]", "rsna.threads=1",
+        f"rsna.data_overrides=['data.root={synthetic_rsna_root}','data.synthetic=null','data.num_workers=0']",
         cwd=tmp_path, timeout=900)
     results = json.loads((out / "bench.json").read_text())
     pipe = results["pipeline"]
@@ -85,6 +87,7 @@ def test_bench_end_to_end_on_tiny_settings(tmp_path, synthetic_root):
     figures = [r["figure"] for r in results["summary"]]
     assert any(f.startswith("data pipeline, CCF-Net") for f in figures)
     assert any(f.startswith("inference per study") for f in figures)
+    assert any(f.startswith("RSNA study → 25 rows") for f in figures) and results["rsna"]["tta_on"]["all_25_rows"]
     assert (out / "bench_scaling.png").stat().st_size > 10_000
     assert "| figure |" in (out / "bench.md").read_text()
     assert np.isfinite(results["scaling"]["time_vs_pixels_exponent"])
@@ -99,3 +102,53 @@ def test_the_cache_float16_cast_is_exact():
     assert np.array_equal(out, half.astype(np.float32))
     transposed = to_float32(half.T)  # a non-contiguous view is handled too
     assert np.array_equal(transposed, half.T.astype(np.float32))
+
+
+def test_dicom_reads_are_counted_per_file(synthetic_rsna_root):
+    from spinectx.bench.rsna import count_dicom_reads
+    from spinectx.data.dicom import read_frame, read_header
+
+    files = sorted(next((synthetic_rsna_root / "train_images").iterdir()).rglob("*.dcm"))[:3]
+    with count_dicom_reads() as reads:
+        for f in files:
+            read_header(f)
+        read_header(files[0])
+        read_frame(files[1])
+    assert reads.headers == {str(files[0].resolve()): 2, str(files[1].resolve()): 1, str(files[2].resolve()): 1}
+    assert reads.pixels == {str(files[1].resolve()): 1}
+    import pydicom
+
+    assert not hasattr(pydicom.dcmread, "call_count")  # unwrapped after the block
+
+
+def test_bench_rsna_section_on_tiny_settings(tmp_path, synthetic_rsna_root):
+    out = tmp_path / "bench"
+    run("spinectx.cli.bench", f"out={out}", "sections=[rsna]", "device=cpu", "rsna.size=64", "rsna.train_size=64",
+        "rsna.studies=2", "rsna.warmup=0", "rsna.samples=4", "rsna.views=[spinal]", "rsna.threads=1",
+        f"rsna.data_overrides=['data.root={synthetic_rsna_root}','data.synthetic=null','data.num_workers=0']",
+        cwd=tmp_path, timeout=300)
+    results = json.loads((out / "bench.json").read_text())
+    assert set(results) == {"machine", "rsna", "summary"}
+    r = results["rsna"]
+    assert (r["size"], r["slices"], r["threads"]) == (64, 3, 1)
+    for key in ("tta_on", "tta_off"):
+        s = r[key]
+        assert s["studies"] == len(s["per_study"]) == 2
+        assert s["all_25_rows"] and s["rows_predicted_mean"] > 0
+        for p in s["per_study"]:
+            assert p["seconds"] > 0 and p["rows_predicted"] + p["rows_prior"] == 25
+            assert 0 < p["pixel_reads"] <= p["dicom_files"]
+            assert p["pixel_reads"] == p["frames_decoded"] == p["files_with_pixels_read"]  # each used slice decoded once
+            assert p["max_header_reads_per_file"] == 1 and p["files_with_header_read"] == p["dicom_files"]
+            assert p["model_calls"]["spinal"] == 3  # the middle three sagittal T2 slices
+        assert s["seconds_median"] > 0 and s["pixel_reads_within_files"] and s["max_pixel_reads_per_file"] == 1
+    train = r["training"]
+    assert list(train) == ["spinal"]
+    assert train["spinal"]["samples_per_s"] > 0 and train["spinal"]["sample_shape"] == [3, 64, 64]
+    figures = [row["figure"] for row in results["summary"]]
+    assert any(f.startswith("RSNA study → 25 rows") for f in figures)
+    assert any(f.startswith("RSNA 2.5-D training samples, spinal") for f in figures)
+    rows = {row["figure"].strip(" …"): row for row in results["summary"]}
+    assert rows["header reads per file (max)"]["met"] == "yes"
+    assert rows["pixel reads per study, mean (max) of DICOM files per study"]["met"] == "yes"
+    assert "| RSNA study" in (out / "bench.md").read_text()

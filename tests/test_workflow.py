@@ -70,8 +70,14 @@ def test_eval_reproduces_training_metrics_and_writes_its_reports(tmp_path, synth
     assert result["input_size"] == 64 and result["studies"] == 3
     assert 0.0 <= result["challenge"]["macro_f1"] <= 1.0
     assert set(result["challenge"]["rows"]) >= {"wrong", "not_hit"}
+    # the level prior beside the model, over the same located points as the C- metrics
+    for title in ("Vertebra", "Disc"):
+        group = result["level_prior"][title]
+        if group["model_auc"] is not None and result[f"C-{title}"] is not None:
+            assert group["model_auc"] == pytest.approx(result[f"C-{title}"], abs=1e-6)
     rows = list(csv.DictReader((out / "per_landmark.csv").open()))
     assert [r["identification"] for r in rows][:2] == ["L1", "L2"] and len(rows) == 11
+    assert all(0.0 < float(r["level_prior_p_abnormal"]) < 1.0 for r in rows)
     assert all(0.0 <= float(r["hit_rate"]) <= 1.0 for r in rows)
     for png in ("confusion.png", "overlays.png"):
         assert (out / png).stat().st_size > 5_000

@@ -191,6 +191,61 @@ def bench_inference(cfg: DictConfig, workdir: Path) -> dict:
     return out
 
 
+def _rsna_build(cfg: DictConfig, view: str, size: int, setup: bool = True):
+    """(datamodule, LandmarkModule, data root) of one RSNA view: the benchmarked model with a
+    multiclass head, ``rsna.slices`` input slices, at ``size`` px (the synthetic set is generated
+    on first use when the datamodule is set up)."""
+    from hydra import compose
+
+    r = cfg.rsna
+    tc = compose("train", overrides=[*map(str, cfg.model), "model.class_head=multiclass", "data=rsna2024_synthetic",
+                                     f"data.view={view}", f"data.synthetic.studies={int(r.studies)}", "logger=none",
+                                     "trainer=cpu", f"data.slices={int(r.slices)}", *map(str, r.get("data_overrides") or []),
+                                     f"data.image_size={size}"])
+    datamodule = hydra.utils.instantiate(tc.data, _convert_="all")
+    if setup:
+        datamodule.setup("fit")
+    module = hydra.utils.instantiate(tc.model, landmarks=OmegaConf.to_container(tc.data.landmarks, resolve=True),
+                                     input_size=size, input_slices=int(r.slices))
+    return datamodule, module, Path(str(tc.data.root))
+
+
+def bench_rsna(cfg: DictConfig) -> dict:
+    """RSNA 2024: study folder → 25 rows (three views' untrained modules, flip TTA on and off) and
+    2.5-D training samples/s per worker for each of ``rsna.views``."""
+    import torch
+
+    from spinectx.bench.rsna import study_dirs, time_studies, torch_threads, training_throughput
+    from spinectx.data.rsna import read_series_descriptions
+
+    r = cfg.rsna
+    size, device, threads = int(r.size), _device(cfg), r.get("threads")
+    out: dict = {"size": int(size), "slices": int(r.slices), "device": device,
+                 "threads": int(threads) if threads else torch.get_num_threads()}
+    modules, root = {}, None
+    for view in ("spinal", "foraminal", "subarticular"):
+        datamodule, module, root = _rsna_build(cfg, view, size, setup=root is None)  # the first setup writes the data
+        modules[view] = module.to(device).eval()
+    problems: list[str] = []
+    descriptions = read_series_descriptions(root / "train_series_descriptions.csv", problems)
+    folders = study_dirs(root, int(r.studies))
+    for key, tta in (("tta_on", True), ("tta_off", False)):
+        for module in modules.values():
+            module.hparams.tta = tta
+        with torch_threads(threads):
+            out[key] = time_studies(folders, modules, descriptions, warmup=int(r.warmup))
+        log.info("rsna study → 25 rows, tta=%s: %.2f s per study (median; %.1f model calls, %.1f pixel reads of %.0f files)",
+                 tta, out[key]["seconds_median"], out[key]["model_calls_mean"], out[key]["pixel_reads_mean"],
+                 out[key]["dicom_files_mean"])
+    out["training"] = {}
+    for view in r.views:
+        datamodule, module, _ = _rsna_build(cfg, str(view), int(r.train_size))
+        t = training_throughput(datamodule.train_set, module.codec, int(r.samples))
+        out["training"][str(view)] = {"size": int(r.train_size), **t}
+        log.info("rsna training samples, %s, %d px: %.0f samples/s per worker", view, int(r.train_size), t["samples_per_s"])
+    return out
+
+
 def run_probe(overrides: list[str], steps: int, warmup: int = 3) -> dict:
     """A training probe in a fresh process (so its peak memory is its own)."""
     spec = json.dumps({"overrides": overrides, "steps": steps, "warmup": warmup})
@@ -329,6 +384,8 @@ def summary_rows(results: dict, cfg: DictConfig) -> list[dict]:
             f"≤ {t.seconds_per_study}", r["seconds_per_study"] <= t.seconds_per_study)
         add("  … pixel decodes per study (files per study)", f"{r['pixel_reads_per_study']:.1f}",
             f"{min(r['files_per_study'])}–{max(r['files_per_study'])} files", "", "1", r["pixel_reads_per_study"] <= 1.0)
+    if "rsna" in results:
+        _rsna_rows(results["rsna"], t, add)
     if "data_wait" in results:
         r = results["data_wait"]
         add(f"data wait share of a step, {r['image_size']} px × {r['batch_size']}, {r['num_workers']} workers",
@@ -351,6 +408,35 @@ def summary_rows(results: dict, cfg: DictConfig) -> list[dict]:
     return rows
 
 
+def _rsna_rows(r: dict, t: DictConfig, add) -> None:
+    """Summary rows of the ``rsna`` section (see :func:`bench_rsna`)."""
+    on, off = r["tta_on"], r["tta_off"]
+    target = float(t.rsna_seconds_per_study)
+    add(f"RSNA study → 25 rows, 3 views, {r['size']} px × {r['slices']} slices, tta=on, {r['device']}, "
+        f"{r['threads']} threads (s per study, median)",
+        f"{on['seconds_median']:.2f}", f"mean {on['seconds_mean']:.2f}, max {on['seconds_max']:.2f}",
+        f"{target / on['seconds_median']:.2f}×", f"≤ {target:g}", on["seconds_median"] <= target)
+    add("  … tta=off (s per study, median)", f"{off['seconds_median']:.2f}", f"mean {off['seconds_mean']:.2f}",
+        f"tta costs {on['seconds_median'] / off['seconds_median']:.2f}×", f"≤ {target:g}", off["seconds_median"] <= target)
+    add("  … model calls per study (s per call, tta on / off)", f"{on['model_calls_mean']:.1f}",
+        f"{on['seconds_per_model_call']:.3f} / {off['seconds_per_model_call']:.3f} s")
+    add("  … pixel reads per study, mean (max) of DICOM files per study", f"{on['pixel_reads_mean']:.1f} ({on['pixel_reads_max']})",
+        f"{on['dicom_files_mean']:.0f} files ({on['dicom_files_min']}–{on['dicom_files_max']})",
+        f"{on['pixel_reads_mean'] / on['dicom_files_mean']:.0%} decoded", "≤ 1 per file",
+        on["max_pixel_reads_per_file"] <= 1 and on["pixel_reads_within_files"])
+    add("  … header reads per file (max)", f"{on['max_header_reads_per_file']}",
+        "every file" if on["headers_of_every_file"] else "not every file", "", "1", on["max_header_reads_per_file"] == 1)
+    add("  … rows per study: predicted / prior-filled (mean)", f"{on['rows_predicted_mean']:.1f} / {on['rows_prior_mean']:.1f}",
+        "", "", "25", on["all_25_rows"])
+    goal = float(t.rsna_samples_per_s)
+    for view, v in r.get("training", {}).items():
+        st = v["stages_ms"]
+        add(f"RSNA 2.5-D training samples, {view}, {v['size']} px × {v['sample_shape'][0]} slices (samples/s per worker)",
+            f"{v['samples_per_s']:.0f}",
+            f"read {st['read_ms']:.1f} / augment {st['augment_ms']:.1f} / encode {st['encode_ms']:.1f} ms",
+            f"{v['samples_per_s'] / goal:.2f}×", f"≥ {goal:g}", v["samples_per_s"] >= goal)
+
+
 def markdown(rows: list[dict]) -> str:
     head = "| figure | measured | reference | ratio | target | met |\n|---|---:|---:|---:|---:|---|\n"
     return head + "".join(f"| {r['figure']} | {r['measured']} | {r['reference']} | {r['ratio']} | {r['target']} | {r['met']} |\n"
@@ -369,7 +455,7 @@ def print_rows(rows: list[dict]) -> None:
     Console(width=160).print(table)
 
 
-SECTIONS = ("pipeline", "step", "precision", "inference", "scaling", "data_wait")
+SECTIONS = ("pipeline", "step", "precision", "inference", "rsna", "scaling", "data_wait")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="bench")
@@ -390,7 +476,7 @@ def main(cfg: DictConfig) -> None:
                                  "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}
     with tempfile.TemporaryDirectory() as tmp:
         runners = {"pipeline": bench_pipeline, "step": bench_step, "precision": bench_precision,
-                   "inference": lambda c: bench_inference(c, Path(tmp)), "scaling": bench_scaling,
+                   "inference": lambda c: bench_inference(c, Path(tmp)), "rsna": bench_rsna, "scaling": bench_scaling,
                    "data_wait": bench_data_wait}
         for section in (s for s in SECTIONS if s in cfg.sections):
             log.info("— %s", section)

@@ -4,10 +4,19 @@ Writes into the run directory:
 - ``metrics.json``: the table metric (SPEC §4; keys as in training, fractions) computed by the same
   validation step as in training, plus ``challenge`` (TianChi macro-F1, per class, confusion matrix);
 - ``per_landmark.csv``: per identification the number of annotated points, hit rate (≤ 6 mm), mean
-  and median error in mm, and the AUC of P(abnormal) over its located points;
+  and median error in mm, the AUC of P(abnormal) over its located points, and the level prior's
+  P(abnormal) (its training frequency);
+- ``metrics.json``'s ``level_prior``: per group the model's AUC beside the level prior's over the
+  same located points (:mod:`spinectx.metrics.level_prior`), so a model that only learned the level
+  cannot hide;
 - ``confusion.png``: the challenge confusion matrix; ``overlays.png``: N studies with true and
   predicted points, predicted class and P(abnormal).
 Runs under any ``trainer=`` (``ddp_cpu``/``ddp`` included: each study is evaluated once).
+
+``spinectx-eval points=predictions.json [coordinates=train_label_coordinates.csv]`` (no checkpoint)
+checks where a study-level RSNA prediction looked (:func:`evaluate_points`): ``points.png`` (the
+images of ``overlay_studies`` studies with their predicted points, and the true ones), and with the
+coordinates ``point_errors.csv`` (per row: distance in mm in patient space, hit ≤ ``threshold_mm``).
 """
 
 from __future__ import annotations
@@ -28,6 +37,10 @@ from spinectx.cli import CONF_DIR
 from spinectx.cli.failure import fail_cleanly
 
 log = logging.getLogger("spinectx.eval")
+
+
+def _auc(value: float) -> str:
+    return "n/a" if not np.isfinite(value) else f"{value:.3f}"
 
 
 @torch.no_grad()
@@ -54,7 +67,16 @@ def collect(module, dataset, batch_size: int = 8) -> dict[str, np.ndarray | list
     return arrays
 
 
-def per_landmark_rows(c: dict, names: list[str], threshold_mm: float) -> list[dict]:
+def usable_points(c: dict, threshold_mm: float) -> np.ndarray:
+    """[N, K] bool: located (≤ ``threshold_mm``) and tagged — the points an AUC is taken over (SPEC §4)."""
+    diff = (c["keypoints"] - c["truth"]) * c["spacing"][:, None, ::-1]
+    dist = np.linalg.norm(diff, axis=-1)
+    return np.isfinite(dist) & (dist <= threshold_mm) & np.isfinite(c["labels"])
+
+
+def per_landmark_rows(c: dict, names: list[str], threshold_mm: float, prior: np.ndarray | None = None) -> list[dict]:
+    """One row per identification: annotated count, hit rate, errors (mm), the model's AUC and, with
+    the level ``prior`` [K] (:func:`spinectx.metrics.level_prior.level_prior`), its P(abnormal)."""
     from spinectx.metrics.table import roc_auc
 
     diff = (c["keypoints"] - c["truth"]) * c["spacing"][:, None, ::-1]  # (x, y) px × (dx, dy) mm/px
@@ -76,6 +98,8 @@ def per_landmark_rows(c: dict, names: list[str], threshold_mm: float) -> list[di
             "auc": round(auc, 4) if np.isfinite(auc) else "",
             "abnormal": int(np.nansum(labels[annotated])),
         })
+        if prior is not None:  # its AUC per identification is 0.5 by construction: the group AUC tells
+            rows[-1]["level_prior_p_abnormal"] = round(float(prior[k]), 4)
     return rows
 
 
@@ -105,12 +129,69 @@ def plot_confusion(challenge: dict, path: Path) -> Path:
     return path
 
 
+def evaluate_points(cfg: DictConfig) -> dict:
+    """``points=`` mode: overlays of ``cfg.points`` (predictions.json) into ``points.png`` and, with
+    ``cfg.coordinates``, ``point_errors.csv`` and the hit rate per view (printed). Returns
+    {"points_png": path or None, "point_errors": path or None, "hit_rates": {view: {...}}}.
+
+    Raises:
+        DataError: predictions.json or the coordinates file missing or malformed, or an image the
+            predictions name missing or undecodable (naming the file).
+        ConfigError: a bad ``threshold_mm`` or ``overlay_studies``.
+    """
+    from spinectx.data.errors import config_float, config_int
+    from spinectx.metrics.rsna_points import hit_rates, load_predictions, point_errors, read_coordinates
+    from spinectx.viz import draw_study_points
+
+    threshold_mm = config_float("threshold_mm", cfg.threshold_mm, low=0.0, what="a positive distance in mm")
+    overlay_studies = config_int("overlay_studies", cfg.overlay_studies, minimum=0)
+    predictions = load_predictions(cfg.points)
+    truth = read_coordinates(cfg.coordinates) if cfg.get("coordinates") else None
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    drawn = draw_study_points(predictions, output_dir / "points.png", overlay_studies, truth)
+    result: dict = {"points_png": str(drawn) if drawn else None, "point_errors": None, "hit_rates": {}}
+    if truth is not None:
+        errors = point_errors(predictions, truth, threshold_mm, source=cfg.points)
+        errors.to_csv(output_dir / "point_errors.csv", index=False)
+        rates = hit_rates(errors)
+        result["point_errors"] = str(output_dir / "point_errors.csv")
+        result["hit_rates"] = rates.to_dict(orient="index")
+        print(f"point hit rate (≤ {threshold_mm:g} mm in patient space) per view:")
+        print(rates.to_string(float_format=lambda v: f"{v:.3f}"))
+        if rates.loc["all", "unmeasured"]:
+            log.warning("%d row(s) without a distance (see the problem column of point_errors.csv)",
+                        int(rates.loc["all", "unmeasured"]))
+    written = [name for name, done in (("points.png", drawn), ("point_errors.csv", truth is not None)) if done]
+    log.info("wrote %s to %s", ", ".join(written) or "nothing (no study has points)", output_dir)
+    return result
+
+
 def evaluate(cfg: DictConfig) -> dict:
-    """Evaluate ``cfg.ckpt_path``; returns the metrics.json payload (on rank 0; {} elsewhere)."""
+    """Evaluate ``cfg.ckpt_path`` (or, with ``points=``, a predictions.json: :func:`evaluate_points`);
+    returns the metrics.json payload (on rank 0; {} elsewhere).
+
+    Raises:
+        ConfigError: neither ``ckpt_path`` nor ``points`` given, ``coordinates`` without ``points``,
+            or a bad setting.
+    """
+    from spinectx.data.errors import ConfigError
+
+    if cfg.get("points"):
+        if cfg.get("ckpt_path"):
+            log.warning("points= given: checking its points; ckpt_path=%s is not evaluated", cfg.ckpt_path)
+        return evaluate_points(cfg)
+    if cfg.get("coordinates"):
+        raise ConfigError("coordinates= is used with points=predictions.json only; give points= too, or leave it out")
+    if not cfg.get("ckpt_path"):
+        raise ConfigError("ckpt_path: missing; give ckpt_path=... on the command line (the checkpoint to evaluate), "
+                          "or points=predictions.json (with coordinates=train_label_coordinates.csv) to check the "
+                          "points of a spinectx-predict RSNA run")
     from spinectx.data.submission import tags_from_class_prob, tags_from_prob
     from spinectx.inference import load_module
     from spinectx.lit.callbacks import METRIC_KEYS, write_json_atomic
     from spinectx.metrics.challenge import challenge_metric
+    from spinectx.metrics.level_prior import group_aucs, level_prior
     from spinectx.viz import draw_predictions
 
     from spinectx.data.folds import check_folds
@@ -146,7 +227,15 @@ def evaluate(cfg: DictConfig) -> dict:
                  else [tags_from_prob(p, module.landmarks) for p in c["prob"]])
     challenge = challenge_metric(c["keypoints"], pred_tags, c["truth"], c["tags"], c["spacing"], module.landmarks,
                                  threshold_mm)
-    rows = per_landmark_rows(c, list(module.landmarks.names), threshold_mm)
+    prior = level_prior(datamodule.train_set.records, module.landmarks)  # the fold's training samples
+    rows = per_landmark_rows(c, list(module.landmarks.names), threshold_mm, prior)
+    groups = group_aucs(c["prob"], c["labels"], usable_points(c, threshold_mm), prior, module.landmarks)
+    for title, g in groups.items():
+        log.info("C-%s: model AUC %s vs level prior AUC %s over %d located points", title, _auc(g["model_auc"]),
+                 _auc(g["level_prior_auc"]), g["points"])
+        if np.isfinite(g["model_auc"]) and np.isfinite(g["level_prior_auc"]) and g["model_auc"] <= g["level_prior_auc"] + 0.05:
+            log.warning("C-%s: the model's AUC is not clearly above the level prior's: it may have learned the level, "
+                        "not the image", title)
     output_dir.mkdir(parents=True, exist_ok=True)
     with (output_dir / "per_landmark.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -155,7 +244,7 @@ def evaluate(cfg: DictConfig) -> dict:
     plot_confusion(challenge, output_dir / "confusion.png")
     draw_predictions(module, datamodule.val_set, output_dir / "overlays.png", overlay_studies,
                      predicted=(c["keypoints"], c["prob"], c["class_prob"]))  # the predictions collected above
-    result = {**{k: table[k] for k in METRIC_KEYS if k in table}, "challenge": challenge,
+    result = {**{k: table[k] for k in METRIC_KEYS if k in table}, "challenge": challenge, "level_prior": groups,
               "checkpoint": str(cfg.ckpt_path), "evaluated": what, "studies": len(datamodule.val_set),
               "tta": bool(module.hparams.tta), "input_size": int(size)}
     write_json_atomic(output_dir / "metrics.json", result)

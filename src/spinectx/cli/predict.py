@@ -1,5 +1,16 @@
-"""spinectx-predict ckpt_path=CKPT input=DIR output=FILE.json: a submission for unannotated studies.
+"""spinectx-predict: a submission for unannotated studies.
 
+TianChi (one checkpoint): ``spinectx-predict ckpt_path=CKPT input=DIR output=FILE.json``.
+
+RSNA 2024 (one checkpoint per view): ``spinectx-predict ckpt_path='{spinal: A.ckpt, foraminal:
+B.ckpt, subarticular: C.ckpt}' input=DIR/test_images series=DIR/test_series_descriptions.csv
+output=submission.csv [tta=true]`` writes the competition's CSV (25 rows per study, sorted,
+normalised; :func:`spinectx.rsna_inference.predict_studies`), its sidecar
+``submission.problems.json`` (rows that took the checkpoint's training prior, with the reason) and
+``points`` (default ``predictions.json`` beside the CSV: the point behind each row). ``input`` may be
+one study folder. A view left out of ``ckpt_path`` leaves its rows to the uniform prior (listed).
+
+TianChi mode:
 Per study: the T2 sagittal series (any sagittal series when there is none), its middle slice,
 keypoints in that frame's pixels and P(abnormal) per landmark, written in the annotation JSON
 format (SPEC §2) with an extra ``"prob"`` per point. Studies that cannot be read are skipped and
@@ -75,14 +86,114 @@ def check_settings(cfg: DictConfig) -> dict:
         raise ConfigError(f"threshold must be a probability in [0, 1], got {cfg.threshold!r}")
     if cfg.tta is not None and not isinstance(cfg.tta, bool):
         raise ConfigError(f"tta must be true, false or null (as the checkpoint was trained), got {cfg.tta!r}")
+    output = cfg.output if cfg.output is not None else ("submission.csv" if is_rsna(cfg) else "predictions.json")
+    if is_rsna(cfg) and not str(output).lower().endswith(".csv"):
+        raise ConfigError(f"output={output}: an RSNA prediction (ckpt_path per view) writes the competition's CSV; "
+                          "give output=FILE.csv")
     return {
-        "output": check_output_file(cfg.output, "output"),
+        "output": check_output_file(output, "output"),
         "batch_size": config_int("batch_size", cfg.batch_size, minimum=1),
         "threshold": threshold,
         "input_size": None if cfg.input_size is None else config_int("input_size", cfg.input_size, minimum=1),
         "device": check_device(cfg.device),
         "tta": cfg.tta,
     }
+
+
+VIEWS = ("spinal", "foraminal", "subarticular")
+
+
+def is_rsna(cfg: DictConfig) -> bool:
+    """RSNA mode: ``ckpt_path`` maps views to checkpoints."""
+    from omegaconf import DictConfig as Node
+
+    return isinstance(cfg.ckpt_path, (Node, dict))
+
+
+def rsna_checkpoints(node) -> dict[str, str]:
+    """``ckpt_path`` of RSNA mode → {view: checkpoint path}.
+
+    Raises:
+        ConfigError: an unknown view, or none given.
+    """
+    from spinectx.data.errors import ConfigError
+
+    paths = {str(k): str(v) for k, v in dict(node).items() if v is not None}
+    unknown = sorted(set(paths) - set(VIEWS))
+    if unknown:
+        raise ConfigError(f"ckpt_path: unknown view(s) {unknown}; the views are {list(VIEWS)}")
+    if not paths:
+        raise ConfigError("ckpt_path: give at least one view's checkpoint, e.g. '{spinal: A.ckpt}'")
+    return paths
+
+
+def refuse_rsna_checkpoint(cfg: DictConfig) -> None:
+    """TianChi mode given one RSNA view checkpoint (or ``series=``): say how RSNA prediction is called.
+
+    Raises:
+        ConfigError: ``series=`` without a per-view ``ckpt_path``, or ``ckpt_path`` is an RSNA checkpoint.
+    """
+    from pathlib import Path
+
+    import torch
+
+    from spinectx.data.errors import ConfigError
+
+    usage = "give ckpt_path='{spinal: A.ckpt, foraminal: B.ckpt, subarticular: C.ckpt}' (one checkpoint per view)"
+    path = Path(str(cfg.ckpt_path))
+    view = None
+    if path.is_file():
+        try:
+            hparams = torch.load(path, map_location="cpu", weights_only=False, mmap=True).get("hyper_parameters", {})
+            view = ((hparams.get("metrics") or {}).get("rsna") or {}).get("view")
+        except Exception:  # noqa: BLE001 - an unreadable file is load_module's to report, by name
+            view = None
+    if view:
+        raise ConfigError(f"ckpt_path={path} is an RSNA 2024 {view} checkpoint: {usage}")
+    if cfg.get("series"):
+        raise ConfigError(f"series= is for RSNA 2024 prediction: {usage}")
+
+
+def predict_rsna(cfg: DictConfig, settings: dict) -> None:
+    """RSNA mode of :func:`main` (module docstring)."""
+    from pathlib import Path
+
+    from spinectx.data.errors import DataError
+    from spinectx.data.rsna_submission import write_submission
+    from spinectx.inference import load_module
+    from spinectx.rsna_inference import predict_studies, study_folders, write_points
+
+    start = time.perf_counter()
+    checkpoints = rsna_checkpoints(cfg.ckpt_path)
+    study_folders(cfg.input)  # input problems before the models are loaded
+    if cfg.get("series") and not Path(cfg.series).is_file():
+        raise DataError(cfg.series, "series descriptions CSV not found")
+    modules = {}
+    for view, path in checkpoints.items():
+        module = load_module(path, device=settings["device"], tta=settings["tta"])
+        trained = (dict(module.hparams.get("metrics") or {}).get("rsna") or {}).get("view")
+        if module.rsna_metric is None or trained is None:
+            raise DataError(path, f"given as the {view} checkpoint but not trained on RSNA 2024 (data=rsna2024…)")
+        if trained != view:
+            raise DataError(path, f"given as the {view} checkpoint but trained on the {trained} view")
+        modules[view] = module
+
+    def progress(i, n, study):
+        log.info("study %d/%d: %s", i + 1, n, study)
+
+    prediction = predict_studies(cfg.input, modules, cfg.get("series"), progress=progress)
+    for p in prediction.problems:
+        log.warning("%s", p)
+    csv_path, sidecar = write_submission(prediction.submission, prediction.from_prior, settings["output"])
+    points = Path(cfg.points) if cfg.get("points") else csv_path.with_name("predictions.json")
+    write_points(points, prediction, input=str(Path(cfg.input).resolve()),
+                 series=str(Path(cfg.series).resolve()) if cfg.get("series") else None,
+                 checkpoints={v: str(Path(p).resolve()) for v, p in checkpoints.items()},
+                 tta={v: bool(m.hparams.tta) for v, m in modules.items()})
+    reads = [r.pixel_reads for r in prediction.studies]
+    log.info("%d studies, %d rows (%d from the prior), %.1f pixel reads per study, in %.1f s → %s, %s, %s",
+             len(prediction.studies), len(prediction.submission), len(prediction.from_prior),
+             sum(reads) / max(len(reads), 1), time.perf_counter() - start, csv_path, sidecar, points)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
@@ -94,6 +205,9 @@ def main(cfg: DictConfig) -> None:
 
     start = time.perf_counter()
     settings = check_settings(cfg)
+    if is_rsna(cfg):
+        return predict_rsna(cfg, settings)
+    refuse_rsna_checkpoint(cfg)
     targets, problems = find_targets(cfg.input)  # input problems before the model is loaded
     predictions = []
     if targets:

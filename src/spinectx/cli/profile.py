@@ -117,6 +117,24 @@ def multiclass_table(rows: list[dict], names: list[str], input_size: int, landma
             + head + body)
 
 
+def crop_classifier_table() -> str:
+    """DeepScoreNet (SPEC §7) beside the seed's published size: parameters as Keras counts them
+    (trainable + BatchNorm running statistics) and as PyTorch counts them (trainable only), and MACs
+    on its 32×32×3 crop."""
+
+    from spinectx.models.complexity import measure
+    from spinectx.models.deepscorenet import DeepScoreNet, keras_parameter_count
+
+    net = DeepScoreNet().eval()
+    counts = keras_parameter_count(net)
+    macs = measure(net, (32, 32), in_channels=3)
+    return ("\n## Crop classifier (two-stage, SPEC §7)\n\n"
+            "| Model | input | params, Keras count | of which BatchNorm statistics | params, PyTorch count | seed (Keras) | MACs |\n"
+            "|---|---|---:|---:|---:|---:|---:|\n"
+            f"| DeepScoreNet | 32×32×3 | {counts['total']:,} | {counts['non_trainable']:,} | {counts['torch']:,} | "
+            f"2,787,651 | {macs.macs / 1e6:.1f} M |\n")
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="profile")
 @fail_cleanly("spinectx-profile")
 def main(cfg: DictConfig) -> None:
@@ -138,7 +156,8 @@ def main(cfg: DictConfig) -> None:
         writer.writeheader()
         writer.writerows(rows)
     md = out.with_suffix(".md")
-    md.write_text(markdown_table(rows, size) + multiclass_table(rows, multiclass, size, str(cfg.landmarks)))
+    md.write_text(markdown_table(rows, size) + multiclass_table(rows, multiclass, size, str(cfg.landmarks))
+                  + crop_classifier_table())
     log.info("wrote %s and %s", out, md)
     bad = [r for r in rows if r["within"] != "yes"]
     if bad:

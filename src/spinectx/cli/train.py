@@ -346,6 +346,8 @@ def train(cfg: DictConfig) -> dict:
         lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "complexity": complexity})
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    if trainer.is_global_zero:
+        write_split(output_dir / "split.json", datamodule, cfg)
 
     metrics_file = output_dir / "metrics.json"
     result = {"complexity": complexity, "config_hash": fingerprint}
@@ -372,6 +374,19 @@ def train(cfg: DictConfig) -> dict:
     if trainer.is_global_zero:
         print_summary(cfg, result, output_dir, time.perf_counter() - started)
     return result
+
+
+def write_split(path: Path, datamodule, cfg: DictConfig) -> Path:
+    """``split.json``: the run's fold, view (RSNA; else null), data root (absolute) and the study ids
+    it trained on and held out (what a cross-validated prediction of the held-out studies needs,
+    e.g. ``spinectx-report-rsna``)."""
+    def studies(dataset) -> list[str]:
+        return sorted({str(r.study_uid) for r in dataset.records})
+
+    write_json_atomic(path, {"fold": int(cfg.data.fold), "num_folds": int(cfg.data.num_folds),
+                             "view": cfg.data.get("view"), "data_root": str(Path(cfg.data.root).resolve()),
+                             "train": studies(datamodule.train_set), "held_out": studies(datamodule.val_set)})
+    return path
 
 
 def prior_baseline(datamodule, model) -> dict:

@@ -186,8 +186,17 @@ class SpineDataModule(L.LightningDataModule):
         if len(by_study) < self.num_folds:
             raise DataError(self.root, f"{len(by_study)} usable studies cannot fill {self.num_folds} folds: "
                                        f"{self.index.why_too_few()}")
-        train_uids, val_uids = split_studies(list(by_study), self.num_folds, self.fold, self.fraction, self.seed,
+        # folds are dealt over every study the reader stratified (RSNA: all studies of train.csv), not
+        # only those giving samples to this view, so that the three views of a study share its fold
+        # and a cross-validated submission never predicts a study one of its views trained on
+        candidates = sorted(set(by_study) | set(self.index.strata or ()))
+        train_uids, val_uids = split_studies(candidates, self.num_folds, self.fold, self.fraction, self.seed,
                                              strata=self.index.strata or None)
+        train_uids = [u for u in train_uids if u in by_study]
+        val_uids = [u for u in val_uids if u in by_study]
+        if not train_uids or not val_uids:
+            raise DataError(self.root, f"fold {self.fold} of {self.num_folds} leaves {len(train_uids)} training and "
+                                       f"{len(val_uids)} held-out studies with samples; use fewer folds or more studies")
         self.train_set = self._dataset([r for u in train_uids for r in by_study[u]], self._train_transform(self.train_size(0)),
                                        num_rep=self.num_rep, neighbour_p=float(self.augment.get("neighbour_p", 0.0)))
         self.val_set = self._dataset([r for u in val_uids for r in by_study[u]], self._eval_transform())

@@ -95,12 +95,17 @@ LABEL_COLUMNS = tuple(label_column(c, lv) for c in CONDITIONS for lv in LEVELS)
 # the CSV files
 
 
-def _read_csv(path: Path, required: Iterable[str]):
+def read_csv_columns(path: Path, required: Iterable[str]):
+    """A CSV read as text (blank cells stay ``""``) → DataFrame.
+
+    Raises:
+        DataError: naming the file: missing, unreadable, or lacking one of the ``required`` columns.
+    """
     import pandas as pd
 
     if not path.is_file():
-        raise DataError(path, "file not found (the RSNA 2024 layout needs train.csv, train_label_coordinates.csv "
-                              "and train_series_descriptions.csv beside train_images/)")
+        raise DataError(path, "file not found" + (" (the RSNA 2024 layout needs train.csv, train_label_coordinates.csv "
+                              "and train_series_descriptions.csv beside train_images/)" if path.name.startswith("train") else ""))
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except Exception as exc:  # noqa: BLE001 - pandas raises many parser errors
@@ -165,7 +170,7 @@ class RSNAStudy:
 def _read_labels(root: Path, problems: list[str]) -> dict[str, dict[str, str | None]]:
     """train.csv → {study_id: {row id: class code or None}} (every study listed, 25 rows each)."""
     path = root / "train.csv"
-    frame = _read_csv(path, ["study_id"])
+    frame = read_csv_columns(path, ["study_id"])
     unknown_cols = [c for c in frame.columns if c != "study_id" and c not in LABEL_COLUMNS]
     if unknown_cols:
         problems.append(f"{path}: columns not of the 25 condition-level labels ignored: {unknown_cols}")
@@ -196,8 +201,20 @@ def _read_labels(root: Path, problems: list[str]) -> dict[str, dict[str, str | N
 
 def _read_series(root: Path, problems: list[str]) -> dict[str, dict[str, str]]:
     """train_series_descriptions.csv → {study_id: {series_id: description}}."""
-    path = root / "train_series_descriptions.csv"
-    frame = _read_csv(path, ["study_id", "series_id", "series_description"])
+    return read_series_descriptions(root / "train_series_descriptions.csv", problems)
+
+
+def read_series_descriptions(path: str | Path, problems: list[str]) -> dict[str, dict[str, str]]:
+    """A series-description CSV (Kaggle ``train_series_descriptions.csv`` or
+    ``test_series_descriptions.csv``: study_id, series_id, series_description) → {study_id:
+    {series_id: description}}. Unknown descriptions and repeated series go to ``problems`` (the first
+    row of a series counts).
+
+    Raises:
+        DataError: the file is missing, unreadable, or lacks one of the three columns.
+    """
+    path = Path(path)
+    frame = read_csv_columns(path, ["study_id", "series_id", "series_description"])
     out: dict[str, dict[str, str]] = defaultdict(dict)
     known = set(SERIES_OF_VIEW.values())
     for i, row in enumerate(frame.to_dict("records")):
@@ -221,7 +238,7 @@ def _read_coordinates(root: Path, labels: dict, problems: list[str]) -> dict[str
     unknown conditions/levels, non-numeric values or a repeated (study, condition, level) are
     reported and left out (the first of repeated rows counts)."""
     path = root / "train_label_coordinates.csv"
-    frame = _read_csv(path, ["study_id", "series_id", "instance_number", "condition", "level", "x", "y"])
+    frame = read_csv_columns(path, ["study_id", "series_id", "instance_number", "condition", "level", "x", "y"])
     out: dict[str, list[LabelPoint]] = defaultdict(list)
     seen: dict[tuple[str, str, str], int] = {}
     for i, row in enumerate(frame.to_dict("records")):
