@@ -140,7 +140,8 @@ def test_bench_rsna_section_on_tiny_settings(tmp_path, synthetic_rsna_root):
             assert 0 < p["pixel_reads"] <= p["dicom_files"]
             assert p["pixel_reads"] == p["frames_decoded"] == p["files_with_pixels_read"]  # each used slice decoded once
             assert p["max_header_reads_per_file"] == 1 and p["files_with_header_read"] == p["dicom_files"]
-            assert p["model_calls"]["spinal"] == 3  # the middle three sagittal T2 slices
+            # the middle three sagittal T2 slices, through the network together
+            assert p["slices_predicted"]["spinal"] == 3 and p["model_calls"]["spinal"] == 1
         assert s["seconds_median"] > 0 and s["pixel_reads_within_files"] and s["max_pixel_reads_per_file"] == 1
     train = r["training"]
     assert list(train) == ["spinal"]

@@ -116,3 +116,11 @@ def test_undefined_metrics_average_over_the_folds_that_define_them(tmp_path):
     row = cell_row(jobs, None, "CCF-Net", "resnet18", True)
     assert row["C-Vertebra"] is None and row["runs"] == 3
     assert "| n/a |" in table_markdown([row], "t")
+
+
+def test_a_context_head_run_never_fills_a_paper_cell():
+    from spinectx.report import METHOD_OF_MODEL, _method_name
+
+    plain = METHOD_OF_MODEL["ccfnet"]
+    assert _method_name({"name": "ccfnet"}) == plain == _method_name({"name": "ccfnet", "context": {"kind": "none"}})
+    assert _method_name({"name": "ccfnet", "context": {"kind": "bilstm"}}) == f"{plain}+bilstm"

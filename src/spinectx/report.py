@@ -69,7 +69,7 @@ def read_job(job_dir: Path) -> Job | None:
         error = "unfinished (no metrics.json with the table metric)"
     return Job(
         path=job_dir,
-        method=METHOD_OF_MODEL.get(str(model.get("name")), str(model.get("name"))),
+        method=_method_name(model),
         backbone=str(model.get("backbone")),
         msc=bool(model.get("msc")),
         fraction=float(data.get("fraction", 1.0)),
@@ -79,6 +79,15 @@ def read_job(job_dir: Path) -> Job | None:
         error=error,
         reused_from=reused_from,
     )
+
+
+def _method_name(model) -> str:
+    """The paper's method name of a job's model; a classification context other than the paper's
+    cell read-out (``model/context=bilstm|transformer``) is appended, so such a run never fills a
+    paper cell."""
+    method = METHOD_OF_MODEL.get(str(model.get("name")), str(model.get("name")))
+    kind = (model.get("context") or {}).get("kind", "none")
+    return method if kind in (None, "none") else f"{method}+{kind}"
 
 
 def find_jobs(sweep: str | Path) -> list[Job]:

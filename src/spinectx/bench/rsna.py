@@ -57,7 +57,8 @@ def count_dicom_reads() -> Iterator[DicomReads]:
 
 @contextmanager
 def count_model_calls(modules: Mapping[str, object]) -> Iterator[Counter]:
-    """Count ``predict_keypoints`` calls of each module (view → calls) inside the block."""
+    """Count ``predict_keypoints`` calls of each module (view → calls) inside the block; the
+    slices they carried (a call takes a batch of slices) are counted under ``"<view> slices"``."""
     calls: Counter = Counter()
     patches = []
     for view, module in modules.items():
@@ -65,6 +66,7 @@ def count_model_calls(modules: Mapping[str, object]) -> Iterator[Counter]:
 
         def counting(*args, _view=view, _original=original, **kwargs):
             calls[_view] += 1
+            calls[f"{_view} slices"] += int(args[0].shape[0]) if args else 0
             return _original(*args, **kwargs)
 
         patches.append(mock.patch.object(module, "predict_keypoints", side_effect=counting))
@@ -102,7 +104,9 @@ def _one_study(folder: Path, modules: Mapping[str, object], descriptions: Mappin
         "files_with_header_read": len(reads.headers),
         "max_header_reads_per_file": max(reads.headers.values(), default=0),
         "max_pixel_reads_per_file": max(reads.pixels.values(), default=0),
-        "model_calls": dict(calls), "rows_predicted": len(result.rows), "rows_prior": len(result.reasons),
+        "model_calls": {k: v for k, v in calls.items() if not k.endswith(" slices")},
+        "slices_predicted": {k.removesuffix(" slices"): v for k, v in calls.items() if k.endswith(" slices")},
+        "rows_predicted": len(result.rows), "rows_prior": len(result.reasons),
         "problems": len(result.problems),
     }
 
@@ -120,9 +124,11 @@ def time_studies(folders: Sequence[Path], modules: Mapping[str, object],
     per = [_one_study(f, modules, descriptions.get(f.name, {})) for f in folders]
     seconds = [p["seconds"] for p in per]
     calls = [sum(p["model_calls"].values()) for p in per]
+    slices = [sum(p["slices_predicted"].values()) for p in per]
     return {
         "studies": len(per), "seconds_median": statistics.median(seconds), "seconds_mean": statistics.fmean(seconds),
         "seconds_max": max(seconds), "model_calls_mean": statistics.fmean(calls),
+        "slices_predicted_mean": statistics.fmean(slices),
         "seconds_per_model_call": sum(seconds) / max(sum(calls), 1),
         "pixel_reads_mean": statistics.fmean(p["pixel_reads"] for p in per),
         "pixel_reads_max": max(p["pixel_reads"] for p in per),

@@ -51,8 +51,8 @@ def plain_loop(module: L.LightningModule, batches: list[dict], steps: int, warmu
         start = time.perf_counter()
         batch = next(source)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            output = module(batch["image"])
-            loss = module._losses(batch, output)["loss"]
+            output, features = module.forward_with_features(batch["image"])  # features: context heads only
+            loss = module._losses(batch, output, features)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

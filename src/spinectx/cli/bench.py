@@ -418,7 +418,8 @@ def _rsna_rows(r: dict, t: DictConfig, add) -> None:
         f"{target / on['seconds_median']:.2f}×", f"≤ {target:g}", on["seconds_median"] <= target)
     add("  … tta=off (s per study, median)", f"{off['seconds_median']:.2f}", f"mean {off['seconds_mean']:.2f}",
         f"tta costs {on['seconds_median'] / off['seconds_median']:.2f}×", f"≤ {target:g}", off["seconds_median"] <= target)
-    add("  … model calls per study (s per call, tta on / off)", f"{on['model_calls_mean']:.1f}",
+    add("  … model calls per study (slices through the network; s per call, tta on / off)",
+        f"{on['model_calls_mean']:.1f} ({on['slices_predicted_mean']:.1f} slices)",
         f"{on['seconds_per_model_call']:.3f} / {off['seconds_per_model_call']:.3f} s")
     add("  … pixel reads per study, mean (max) of DICOM files per study", f"{on['pixel_reads_mean']:.1f} ({on['pixel_reads_max']})",
         f"{on['dicom_files_mean']:.0f} files ({on['dicom_files_min']}–{on['dicom_files_max']})",

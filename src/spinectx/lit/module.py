@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import lightning as L
 import torch
@@ -13,6 +14,7 @@ from spinectx.codecs.base import Decoded
 from spinectx.codecs.classes import ClassCodec
 from spinectx.data.landmarks import LandmarkSet
 from spinectx.metrics.table import TableMetric, landmark_distances_mm
+from spinectx.models.context import CONTEXT_KINDS, ContextHead, spinal_order
 
 
 def _plain(cfg):
@@ -79,6 +81,17 @@ class LandmarkModule(L.LightningModule):
         compile: wrap the network's forward in ``torch.compile`` (``compile_kwargs`` passed on,
             e.g. ``{backend: eager}``); the checkpoint holds the plain network's weights, so it
             loads with and without compilation.
+        context: the classification path (``model/context``, SPEC §8): None or ``{kind: none}``
+            (the default, and what a checkpoint without the key loads as) reads each landmark's
+            class logits from the network output at its own cell, as before. ``{kind: bilstm |
+            transformer, hidden, layers, heads, dropout}`` builds a
+            :class:`~spinectx.models.context.ContextHead` (``self.context_head``): the network's
+            features (``net.feature_channels``) are sampled at the landmarks — the true points in
+            training, the decoded ones in prediction — and ordered top to bottom along the spine
+            (:func:`~spinectx.models.context.spinal_order`; the landmark set's own order for sets
+            without a vertical order, e.g. RSNA's left/right recesses), a Bi-LSTM / transformer
+            lets each level see the others, and its logits replace the output's class blocks in
+            the class loss and in ``prob`` / ``class_prob`` of :meth:`predict_keypoints`.
     """
 
     def __init__(
@@ -100,11 +113,12 @@ class LandmarkModule(L.LightningModule):
         compile: bool = False,
         compile_kwargs: Mapping | None = None,
         metrics: Mapping | None = None,
+        context: Mapping | None = None,
     ):
         super().__init__()
         net, codec, loss, landmarks = _plain(net), _plain(codec), _plain(loss), _plain(landmarks)
         optimizer, scheduler, compile_kwargs = _plain(optimizer), _plain(scheduler), _plain(compile_kwargs)
-        metrics = _plain(metrics)
+        metrics, context = _plain(metrics), _plain(context)
         self.save_hyperparameters()
         self.landmarks = LandmarkSet.from_config(landmarks)
         self.classes = ClassCodec(self.landmarks, class_head)
@@ -112,6 +126,7 @@ class LandmarkModule(L.LightningModule):
         self.net = instantiate(net, num_landmarks=len(self.landmarks),
                                channels_per_landmark=codec_class.channels_for(self.classes))
         self.codec = instantiate(codec, stride=self.net.stride, classes=self.classes)
+        self.context_head = self._context_head(context)
         # row k of a mirrored image's prediction is landmark flip_permutation[k] of the original
         self.register_buffer("flip_permutation", torch.as_tensor(self.landmarks.flip_permutation, dtype=torch.long),
                              persistent=False)
@@ -131,6 +146,33 @@ class LandmarkModule(L.LightningModule):
         # kept outside the module tree: the state dict stays that of the plain network
         object.__setattr__(self, "_net_forward", torch.compile(self.net, **dict(compile_kwargs or {}))
                            if compile else self.net)
+
+    def _context_head(self, cfg: Mapping | None) -> ContextHead | None:
+        """The context head of ``context`` (see the class docstring), or None for ``none``.
+
+        Raises:
+            ValueError: an unknown kind or key, or a network without ``feature_channels``.
+        """
+        cfg = dict(cfg or {})
+        kind = cfg.pop("kind", "none")
+        if kind not in CONTEXT_KINDS:
+            raise ValueError(f"model.context.kind must be one of {CONTEXT_KINDS}, got {kind!r}")
+        if kind == "none":
+            return None  # builds nothing, draws no random numbers: today's model exactly
+        unknown = set(cfg) - {"hidden", "layers", "heads", "dropout"}
+        if unknown:
+            raise ValueError(f"model.context: unknown key(s) {sorted(unknown)}; expected kind, hidden, layers, heads, "
+                             "dropout")
+        channels = getattr(self.net, "feature_channels", None)
+        if channels is None:
+            raise ValueError(f"model.context={kind} needs the network's feature_channels; "
+                             f"{type(self.net).__name__} does not set it")
+        try:
+            order = spinal_order(self.landmarks.names)
+        except ValueError:  # e.g. RSNA's left/right recesses: no vertical order, keep the set's own
+            order = None
+        return ContextHead(int(channels), self.classes.n_logits, kind, order=order,
+                           max_landmarks=max(32, len(self.landmarks)), **cfg)
 
     def _rsna_metric(self, cfg: Mapping | None):
         """The competition metric of an RSNA view, or None (see ``metrics``).
@@ -163,37 +205,72 @@ class LandmarkModule(L.LightningModule):
     # -- inference -------------------------------------------------------------------------
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """[B, 1, H, W] → raw network output (layout defined by the codec)."""
+        return self.forward_with_features(image)[0]
+
+    def forward_with_features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[B, 1, H, W] → (raw network output, the features the context head samples
+        [B, net.feature_channels, h, w]) from one pass; features None without a context head."""
         if self.hparams.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
-        return self._net_forward(image)
+        if self.context_head is None:
+            return self._net_forward(image), None
+        return self._net_forward(image, return_features=True)
+
+    def _decode(self, output: torch.Tensor, features: torch.Tensor | None, input_size: tuple[int, int]) -> Decoded:
+        """Decode one pass; with a context head, ``prob`` / ``class_prob`` come from its logits at
+        the decoded keypoints."""
+        decoded = self.codec.decode(output)
+        if self.context_head is None:
+            return decoded
+        prob, class_prob = self.classes.decode(self.context_head(features, decoded.keypoints, input_size))
+        return replace(decoded, prob=prob, class_prob=class_prob)
 
     @torch.no_grad()
-    def predict_keypoints(self, image: torch.Tensor, output: torch.Tensor | None = None) -> Decoded:
+    def predict_keypoints(self, image: torch.Tensor, output: torch.Tensor | None = None,
+                          features: torch.Tensor | None = None) -> Decoded:
         """[B, C, H, W] → :class:`Decoded`: keypoints [B, K, 2] (x, y input px), scores [B, K],
         P(abnormal) [B, K] and class probabilities [B, K, C] (None for the binary head), with
-        flip averaging when ``tta`` is on. ``output``: the network output for ``image`` if
-        already computed."""
-        decoded = self.codec.decode(self(image) if output is None else output)
+        flip averaging when ``tta`` is on (each pass its own context-head output). ``output`` /
+        ``features``: :meth:`forward_with_features` of ``image`` if already computed (with a
+        context head an ``output`` without its ``features`` is recomputed)."""
+        if output is None or (self.context_head is not None and features is None):
+            output, features = self.forward_with_features(image)
+        size = tuple(image.shape[-2:])
+        decoded = self._decode(output, features, size)
         if not self.hparams.tta:
             return decoded
-        return average_flipped(decoded, self.codec.decode(self(image.flip(-1))), image.shape[-1], self.flip_permutation)
+        mirrored = self._decode(*self.forward_with_features(image.flip(-1)), size)
+        return average_flipped(decoded, mirrored, image.shape[-1], self.flip_permutation)
 
     # -- training --------------------------------------------------------------------------
-    def _losses(self, batch: dict, output: torch.Tensor) -> dict[str, torch.Tensor]:
-        targets = self.codec.encode(batch["keypoints"], batch["visible"], tuple(batch["image"].shape[-2:]))
-        return self.loss_fn(output, targets, batch["labels"], self.codec, batch.get("tags"))
+    def _losses(self, batch: dict, output: torch.Tensor, features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The codec loss of ``output`` (and, with a context head, of its logits from ``features``
+        at the true keypoints) → dict of scalars (``loss`` the total).
+
+        Raises:
+            ValueError: a context head but no ``features`` (use :meth:`forward_with_features`).
+        """
+        size = tuple(batch["image"].shape[-2:])
+        targets = self.codec.encode(batch["keypoints"], batch["visible"], size)
+        if self.context_head is None:
+            return self.loss_fn(output, targets, batch["labels"], self.codec, batch.get("tags"))
+        if features is None:
+            raise ValueError("this model classifies through its context head: pass the features too, "
+                             "output, features = module.forward_with_features(image)")
+        logits = self.context_head(features, batch["keypoints"], size, mask=targets.valid)
+        return self.loss_fn(output, targets, batch["labels"], self.codec, batch.get("tags"), class_logits=logits)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        losses = self._losses(batch, self(batch["image"]))
+        losses = self._losses(batch, *self.forward_with_features(batch["image"]))
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=True, on_epoch=True,
                       batch_size=batch["image"].shape[0], prog_bar=False)
         self.log("loss", losses["loss"], prog_bar=True, logger=False, batch_size=batch["image"].shape[0])
         return losses["loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        output = self(batch["image"])
-        losses = self._losses(batch, output)
-        decoded = self.predict_keypoints(batch["image"], output)
+        output, features = self.forward_with_features(batch["image"])
+        losses = self._losses(batch, output, features)
+        decoded = self.predict_keypoints(batch["image"], output, features)
         self.val_metric.update(decoded.keypoints, decoded.prob, batch["keypoints"], batch["annotated"],
                                batch["labels"], batch["spacing"])
         if self.rsna_metric is not None:

@@ -1,4 +1,5 @@
-"""The classification term every head shares, read at the cell holding the true point (SPEC §3).
+"""The classification term every head shares, read at the cell holding the true point (SPEC §3),
+or given as precomputed logits (a context head over the levels, SPEC §8).
 
 * Binary head: class-balanced BCE of the class logit, balanced separately per landmark group
   (:class:`GroupBalancedBCE`; the paper's loss).
@@ -113,11 +114,25 @@ class ClassLoss(nn.Module):
         self.register_buffer("groups", torch.as_tensor(list(groups), dtype=torch.long), persistent=False)
 
     def forward(self, output: torch.Tensor, codec, peak_index: torch.Tensor, labels: torch.Tensor,
-                valid: torch.Tensor, tags: torch.Tensor | None = None) -> torch.Tensor:
+                valid: torch.Tensor, tags: torch.Tensor | None = None,
+                class_logits: torch.Tensor | None = None) -> torch.Tensor:
         """output: the network output in ``codec``'s layout; peak_index [B, K] flat index of the
         true cell; labels [B, K] abnormal 0/1/NaN; valid [B, K] bool; tags [B, K, C] multi-hot
-        (needed by the multiclass head) → scalar (float32)."""
-        logits = codec.class_logits_at(output, peak_index)  # [B, K, n_logits]
+        (needed by the multiclass head); class_logits [B, K, n_logits]: logits computed elsewhere
+        (a context head, :class:`~spinectx.models.context.ContextHead`) used instead of the
+        output's class blocks at ``peak_index`` → scalar (float32).
+
+        Raises:
+            ValueError: ``class_logits`` not [B, K, n_logits] of the class head.
+        """
+        if class_logits is None:
+            logits = codec.class_logits_at(output, peak_index)  # [B, K, n_logits]
+        else:
+            expected = (*peak_index.shape, codec.classes.n_logits)
+            if tuple(class_logits.shape) != expected:
+                raise ValueError(f"class_logits must be [B, K, n_logits] = {list(expected)} for the "
+                                 f"{codec.classes.mode} head, got {list(class_logits.shape)}")
+            logits = class_logits.float()
         targets = codec.classes.encode(labels, tags)
         if not codec.classes.multiclass:
             return group_balanced_bce(logits[..., 0], targets.labels, valid, self.groups)

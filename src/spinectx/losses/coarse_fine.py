@@ -48,11 +48,12 @@ class CoarseFineLoss(nn.Module):
 
     def forward(
         self, output: torch.Tensor, targets: CoarseFineTargets, labels: torch.Tensor, codec: CoarseFineCodec,
-        tags: torch.Tensor | None = None,
+        tags: torch.Tensor | None = None, class_logits: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """output [B, (3 + n)·K, h, w]; labels [B, K] abnormal in {0, 1} or NaN; tags [B, K, C]
-        multi-hot class tags (needed by the multiclass head) → dict of scalar losses (``loss`` is
-        the weighted total)."""
+        multi-hot class tags (needed by the multiclass head); class_logits [B, K, n_logits]
+        from a context head, replacing the output's class blocks (None: read at the true cell) →
+        dict of scalar losses (``loss`` is the weighted total)."""
         heatmap, off_y, off_x = (t.float() for t in codec.split(output)[:3])
         valid = targets.valid  # [B, K]
         n_valid = valid.sum().clamp(min=1)
@@ -65,7 +66,7 @@ class CoarseFineLoss(nn.Module):
         l_x = (F.smooth_l1_loss(off_x, targets.offset_x, reduction="none", beta=self.offset_beta) * mask).sum() / n_off
         loss_offset = l_y + l_x
 
-        loss_class = self.classification(output, codec, targets.peak_index, labels, valid, tags)
+        loss_class = self.classification(output, codec, targets.peak_index, labels, valid, tags, class_logits)
 
         total = self.heatmap_weight * loss_heatmap + self.offset_weight * loss_offset + self.class_weight * loss_class
         return {"loss": total, "heatmap": loss_heatmap.detach(), "offset": loss_offset.detach(), "class": loss_class.detach()}

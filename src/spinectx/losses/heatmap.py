@@ -35,18 +35,19 @@ class HeatmapLoss(nn.Module):
 
     def forward(
         self, output: torch.Tensor, targets: HeatmapTargets, labels: torch.Tensor, codec: HeatmapCodec,
-        tags: torch.Tensor | None = None,
+        tags: torch.Tensor | None = None, class_logits: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """output [B, (1 + n)·K, h, w]; labels [B, K] abnormal in {0, 1} or NaN; tags [B, K, C]
-        multi-hot class tags (needed by the multiclass head) → dict of scalar losses (``loss`` is
-        the weighted total; the components are detached)."""
+        multi-hot class tags (needed by the multiclass head); class_logits [B, K, n_logits]
+        from a context head, replacing the output's class blocks (None: read at the true cell) →
+        dict of scalar losses (``loss`` is the weighted total; the components are detached)."""
         heatmap = codec.split(output)[0].float()
         valid = targets.valid  # [B, K]
         n_valid = valid.sum().clamp(min=1)
         se = (heatmap - targets.heatmap.float()) ** 2
         loss_heatmap = torch.where(valid, se.sum((-2, -1)), torch.zeros_like(se[..., 0, 0])).sum() / n_valid
 
-        loss_class = self.classification(output, codec, targets.peak_index, labels, valid, tags)
+        loss_class = self.classification(output, codec, targets.peak_index, labels, valid, tags, class_logits)
 
         total = self.heatmap_weight * loss_heatmap + self.class_weight * loss_class
         return {"loss": total, "heatmap": loss_heatmap.detach(), "class": loss_class.detach()}

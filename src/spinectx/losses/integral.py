@@ -36,11 +36,12 @@ class IntegralLoss(nn.Module):
 
     def forward(
         self, output: torch.Tensor, targets: IntegralTargets, labels: torch.Tensor, codec: IntegralCodec,
-        tags: torch.Tensor | None = None,
+        tags: torch.Tensor | None = None, class_logits: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """output [B, (1 + n)·K, h, w]; labels [B, K] abnormal in {0, 1} or NaN; tags [B, K, C]
-        multi-hot class tags (needed by the multiclass head) → dict of scalar losses (``loss`` is
-        the weighted total; the components are detached)."""
+        multi-hot class tags (needed by the multiclass head); class_logits [B, K, n_logits]
+        from a context head, replacing the output's class blocks (None: read at the true cell) →
+        dict of scalar losses (``loss`` is the weighted total; the components are detached)."""
         logits = codec.split(output)[0].float()
         valid = targets.valid  # [B, K]
         n_valid = valid.sum().clamp(min=1)
@@ -48,7 +49,7 @@ class IntegralLoss(nn.Module):
         err = (coords - targets.coords.float()).abs().sum(-1)  # [B, K]
         loss_coord = torch.where(valid, err, torch.zeros_like(err)).sum() / n_valid
 
-        loss_class = self.classification(output, codec, targets.peak_index, labels, valid, tags)
+        loss_class = self.classification(output, codec, targets.peak_index, labels, valid, tags, class_logits)
 
         total = self.coord_weight * loss_coord + self.class_weight * loss_class
         return {"loss": total, "coord": loss_coord.detach(), "class": loss_class.detach()}

@@ -28,10 +28,16 @@ def init_output_conv(conv: nn.Conv2d, std: float = 1e-3) -> nn.Conv2d:
 
 
 class LandmarkNet(nn.Module):
-    """Base class of the networks: subclasses set ``stride`` and implement ``forward_features``
-    (standardised image → features) and ``forward_head`` (features → output)."""
+    """Base class of the networks: subclasses set ``stride`` and ``feature_channels`` and implement
+    ``forward_features`` (standardised image → features) and ``forward_head`` (features → output).
+
+    ``feature_channels`` is C of the feature map :meth:`forward_with_features` returns beside the
+    output (the map a :class:`~spinectx.models.context.ContextHead` samples at the landmarks); a
+    subclass whose ``forward_features`` is not one such map (SCN) overrides that method.
+    """
 
     stride: int
+    feature_channels: int
     input_multiple: int | None = None  # input sides must divide by this (default: the stride)
 
     def __init__(self, num_landmarks: int, channels_per_landmark: int):
@@ -59,12 +65,25 @@ class LandmarkNet(nn.Module):
     def forward_head(self, features) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """[B, 1|3, H, W] → [B, channels_per_landmark·K, H/stride, W/stride]."""
+    def forward_with_features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image [B, 1|3, H, W] in ~[0, 1] → (output as :meth:`forward`, features
+        [B, feature_channels, h, w]) from one pass. Default: ``forward_features`` is that map."""
+        features = self.forward_features(image)
+        return self.forward_head(features), features
+
+    def forward(self, image: torch.Tensor, return_features: bool = False):
+        """[B, 1|3, H, W] → [B, channels_per_landmark·K, H/stride, W/stride]; with
+        ``return_features`` the pair of :meth:`forward_with_features` instead.
+
+        Raises:
+            ValueError: H or W not a multiple of the network's deepest stride.
+        """
         multiple = self.input_multiple or self.stride
         if image.shape[-2] % multiple or image.shape[-1] % multiple:
             raise ValueError(
                 f"{type(self).__name__}: input size {tuple(image.shape[-2:])} is not a multiple of {multiple} "
                 f"(its deepest stride)"
             )
+        if return_features:
+            return self.forward_with_features(image)
         return self.forward_head(self.forward_features(image))

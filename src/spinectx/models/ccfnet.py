@@ -21,6 +21,9 @@ class CCFNet(LandmarkNet):
     4 channels per landmark (heatmap, y-offset, x-offset, class logit: the
     :class:`~spinectx.codecs.coarse_fine.CoarseFineCodec` layout with the binary head); another
     codec or the multiclass head sets another count (e.g. 3 + 5 for TianChi's multiclass head).
+
+    Features for a context head (``feature_channels``): the neck output, ``neck_channels`` at
+    stride 16 with MSC, the last backbone stage (512 for ResNet-18) at stride 32 without.
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class CCFNet(LandmarkNet):
             channels = neck_channels
         else:
             self.neck = nn.Identity()
+        self.feature_channels = channels
         self.head = nn.Conv2d(channels, self.out_channels, 1)
 
     def forward_features(self, image: torch.Tensor) -> torch.Tensor:

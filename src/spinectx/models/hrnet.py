@@ -43,7 +43,8 @@ class HRNet(LandmarkNet):
             raise ValueError(f"HRNet needs an hrnet_* backbone, got {backbone!r}")
         self.backbone = create_backbone(backbone, 4, pretrained, pretrained_path, feature_location="")
         keep_highest_resolution_only(self.backbone)
-        self.head = init_output_conv(nn.Conv2d(backbone_channels(self.backbone), self.out_channels, 1))
+        self.feature_channels = backbone_channels(self.backbone)  # the stride-4 branch (32 for W32)
+        self.head = init_output_conv(nn.Conv2d(self.feature_channels, self.out_channels, 1))
 
     def forward_features(self, image: torch.Tensor) -> torch.Tensor:
         """[B, 1|3, H, W] → stride-4 features [B, 32, H/4, W/4]."""

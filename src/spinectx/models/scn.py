@@ -43,13 +43,24 @@ class SCN(LandmarkNet):
         self.local = SimpleBaseline(num_landmarks, channels_per_landmark, **common)
         self.spatial = CCFNet(num_landmarks, 1, **common)
         self.input_multiple = self.spatial.stride
+        self.feature_channels = self.local.feature_channels  # the local branch's deconv features
+
+    def _spatial_map(self, image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Spatial-configuration map [B, K, *size] in (0, 1), upsampled bilinearly to ``size``."""
+        spatial = torch.sigmoid(self.spatial(image))
+        return F.interpolate(spatial, size=size, mode="bilinear", align_corners=False)
 
     def forward_features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """→ (local output [B, C·K, H/4, W/4], spatial-configuration map [B, K, H/4, W/4] in (0, 1))."""
         local = self.local(image)
-        spatial = torch.sigmoid(self.spatial(image))
-        spatial = F.interpolate(spatial, size=local.shape[-2:], mode="bilinear", align_corners=False)
-        return local, spatial
+        return local, self._spatial_map(image, local.shape[-2:])
+
+    def forward_with_features(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """→ (output as :meth:`forward`, the local branch's features [B, feature_channels, H/4, W/4]:
+        the appearance features its class logits are read from)."""
+        features = self.local.forward_features(image)
+        local = self.local.forward_head(features)
+        return self.forward_head((local, self._spatial_map(image, local.shape[-2:]))), features
 
     def forward_head(self, features: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         local, spatial = features

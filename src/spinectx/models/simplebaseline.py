@@ -56,6 +56,7 @@ class SimpleBaseline(LandmarkNet):
         channels = backbone_channels(self.backbone)
         self.neck = MSC(channels, tuple(pool_kernels)) if msc else nn.Identity()
         self.deconv = deconv_stack(channels, deconv_channels, {16: 2, 32: 3}[backbone_stride])
+        self.feature_channels = int(deconv_channels)  # the deconv output, stride 4
         self.head = init_output_conv(nn.Conv2d(deconv_channels, self.out_channels, 1))
 
     def forward_features(self, image: torch.Tensor) -> torch.Tensor:
