@@ -102,7 +102,7 @@ def test_class_loss_trains_the_context_head_not_the_cell_logits(tmp_path, synthe
         module._losses(batch, output)
 
 
-@pytest.mark.parametrize("view", ["spinal", "foraminal", "subarticular"])
+@pytest.mark.parametrize("view", ["spinal", pytest.param("foraminal", marks=pytest.mark.slow), "subarticular"])
 def test_rsna_views_fast_dev_run_with_bilstm(tmp_path, synthetic_rsna_root, view):
     from spinectx.cli.train import train
 

@@ -160,7 +160,8 @@ def test_predict_command_takes_one_study_folder(checkpoints, synthetic_rsna_root
     assert {p["reason"] for p in sidecar["problems"]} == {"no foraminal model given", "no subarticular model given"}
 
 
-@pytest.mark.parametrize("case", ["series_folder", "wrong_view", "tianchi_output", "unknown_view"])
+@pytest.mark.parametrize("case", ["series_folder", pytest.param("wrong_view", marks=pytest.mark.slow), "tianchi_output",
+                                  pytest.param("unknown_view", marks=pytest.mark.slow)])  # each a ~20 s process
 def test_predict_command_refuses_bad_rsna_input_cleanly(case, checkpoints, synthetic_rsna_root, tmp_path):
     root = synthetic_rsna_root
     study = sorted(p for p in (root / "train_images").iterdir() if p.is_dir())[0]
