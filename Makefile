@@ -50,7 +50,7 @@ report: install  ## aggregate the three sweeps under logs/ -> reports/latest
 RSNA_DATA_ARGS := $(if $(DATA_ROOT),data=rsna2024 data.root=$(abspath $(DATA_ROOT)),data.synthetic.studies=200)
 RSNA_SWEEP = logs/rsna/$(SCALE)$(if $(DATA_ROOT),_$(notdir $(abspath $(DATA_ROOT))),)
 
-reproduce-rsna: install  ## RSNA 2024: train the 3 views (multirun), predict held-out studies, score -> reports/rsna (~45 min)
+reproduce-rsna: install  ## RSNA 2024: train the 3 views (multirun), predict held-out studies, score -> reports/rsna (~40 min est.)
 	$(BIN)/spinectx-train --multirun experiment=rsna scale=rsna_$(SCALE) $(RSNA_DATA_ARGS) hydra.sweep.dir=$(RSNA_SWEEP) $(ARGS)
 	$(BIN)/spinectx-report-rsna sweep=$(RSNA_SWEEP) out=reports/rsna $(if $(DATA_ROOT),data_root=$(abspath $(DATA_ROOT)),)
 
