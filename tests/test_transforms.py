@@ -15,6 +15,7 @@ from spinectx.data.transforms import (
     RandomRotateShiftZoom,
     SpineTransform,
     bias_field,
+    channels_last,
     resize_keypoints,
     to_tensor_sample,
 )
@@ -167,15 +168,19 @@ def test_eval_output_does_not_alias_input():
 # --------------------------------------------------------------------------------------------
 # train: geometry alignment (the key test)
 # --------------------------------------------------------------------------------------------
-def test_train_geometry_keeps_image_and_keypoints_aligned():
+@pytest.mark.parametrize("frame_scale", [1.0, 0.6, 2.2])
+def test_train_geometry_keeps_image_and_keypoints_aligned(frame_scale):
     """Plateaus of distinct values at each landmark: after resize + rotate/shift/zoom + flip,
     the output pixel under keypoint k carries landmark k's value (identity and order) and the
-    plateau's centroid lies on the keypoint (sub-pixel alignment)."""
-    h, w, size = 200, 180, 160
+    plateau's centroid lies on the keypoint (sub-pixel alignment). The input frame shrinks
+    (x0.8: resized by the warp itself), grows (x1.5: same) or shrinks by more than 2x (x0.36:
+    INTER_AREA resize first, then the warp)."""
+    h, w, size = round(200 * frame_scale), round(180 * frame_scale), 160
     pts = np.array([[30, 30], [150, 40], [90, 100], [20, 185], [172, 192], [60, 150], [4, 100]], dtype=np.float32)
+    pts = np.round(pts * frame_scale)
     values = [0.2, 0.35, 0.5, 0.65, 0.8, 1.0, 0.9]
-    # 9x9 plateau of value v_k (identity) with a 1-pixel peak of v_k + 0.05 at its centre (local max)
-    img = paint_squares((h, w), pts, values, half=4)
+    # 9x9 plateau (at x1) of value v_k (identity) with a 1-pixel peak of v_k + 0.05 at its centre (local max)
+    img = paint_squares((h, w), pts, values, half=round(4 * frame_scale))
     img = img + paint_squares((h, w), pts, [0.05] * len(pts), half=0)
     sample = make_sample(img, pts, spacing=(1.0, 1.0))
     tf = SpineTransform(size, train=True, p=1.0, flip=0.5, seed=7, **GEOMETRY_ONLY)
@@ -213,6 +218,25 @@ def test_train_geometry_keeps_image_and_keypoints_aligned():
     assert checked.sum() >= 100 and checked[:3].min() >= 5, checked  # many checks, all of the inner landmarks
     assert n_invisible > 0  # some landmarks left the frame along the way
     assert flipped_seen == {True, False}
+
+
+@pytest.mark.parametrize("in_shape, size", [((40, 30), (64, 48)), ((90, 70), (60, 50))])
+def test_warp_with_output_size_and_no_motion_is_the_resize(in_shape, size):
+    """Rotation, shift and zoom switched off: the warp is exactly the pixel-centre resize
+    (cv2.resize's bilinear geometry, resize_keypoints for the points)."""
+    import albumentations as A
+    import cv2
+
+    rng = np.random.default_rng(15)
+    img = paint_gaussians(in_shape, [(10.3, 12.7), (20.0, 25.5)], sigma=3.0) + rng.random(in_shape).astype(np.float32) * 0.1
+    kps = np.array([[10.3, 12.7], [20.0, 25.5], [0.0, 0.0], [in_shape[1] - 1, in_shape[0] - 1]], dtype=np.float32)
+    warp = RandomRotateShiftZoom(p_rotate=0.0, p_shift=0.0, p_zoom=0.0, output_size=size)
+    out = A.Compose([warp], keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))(image=img, keypoints=kps)
+    assert out["image"].shape == size
+    np.testing.assert_allclose(out["keypoints"], resize_keypoints(kps, in_shape, size), atol=1e-4)
+    ref = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    inner = (slice(2, -2), slice(2, -2))  # the border pixels differ: constant fill vs replicate
+    np.testing.assert_allclose(out["image"][inner], ref[inner], atol=2e-3)
 
 
 def test_keypoints_outside_the_frame_are_kept():
@@ -397,6 +421,46 @@ def test_bias_field_transform_never_negative_or_nan():
     # a bright frame may end up above 1: kept as is
     bright = t(image=np.full((64, 64), 1.0, np.float32))["image"]
     np.testing.assert_allclose(bright, bias_field(t.params["coefficients"], 3, (64, 64)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 5])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_bias_field_multiplies_every_channel_by_the_same_field(channels, inplace):
+    rng = np.random.default_rng(12)
+    img = rng.random((40, 30, channels)).astype(np.float32)
+    before = img.copy()
+    t = RandomPolynomialBiasField(order=3, coefficient=0.5, inplace=inplace, p=1.0)
+    t.set_random_seed(3)
+    out = t(image=img)["image"]
+    field = bias_field(t.params["coefficients"], 3, (40, 30))
+    assert out.shape == (40, 30, channels) and out.dtype == np.float32
+    np.testing.assert_allclose(out, before * field[:, :, None], rtol=1e-6)
+    if not inplace:
+        np.testing.assert_array_equal(img, before)
+
+
+def test_channels_last_round_trip_and_errors():
+    rng = np.random.default_rng(13)
+    for c in (1, 3, 7):
+        chw = rng.random((c, 9, 11)).astype(np.float32)
+        hwc = channels_last(chw)
+        assert hwc.shape == (9, 11, c) and hwc.flags.c_contiguous and hwc.dtype == np.float32
+        np.testing.assert_array_equal(np.moveaxis(hwc, -1, 0), chw)
+    with pytest.raises(ValueError, match=r"\[C, H, W\]"):
+        channels_last(np.zeros((4, 4), np.float32))
+
+
+def test_slices_of_a_stack_get_the_same_augmentation():
+    """2.5-D: every channel gets the draws a 1-channel sample with the same seed gets."""
+    rng = np.random.default_rng(14)
+    stack = rng.random((3, 60, 50)).astype(np.float32)
+    kps = [[10.0, 12.0], [30.0, 40.0]]
+    for seed in range(4):
+        out = SpineTransform((48, 40), train=True, seed=seed)(make_sample(stack, kps))
+        for c in range(3):
+            ref = SpineTransform((48, 40), train=True, seed=seed)(make_sample(stack[c], kps))
+            torch.testing.assert_close(out["image"][c], ref["image"][0], rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(out["keypoints"], ref["keypoints"])
 
 
 # --------------------------------------------------------------------------------------------

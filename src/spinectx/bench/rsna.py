@@ -146,18 +146,22 @@ def time_studies(folders: Sequence[Path], modules: Mapping[str, object],
 
 
 @contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """torch's intra-op thread pool at ``n`` threads inside the block (1: as in a DataLoader
-    worker; None: left as it is)."""
+def thread_limit(n: int | None) -> Iterator[None]:
+    """torch's intra-op thread pool and OpenCV's at ``n`` threads inside the block (1: as in a
+    DataLoader worker, see :func:`~spinectx.data.datamodule.single_threaded_worker`; None: left
+    as they are)."""
+    import cv2
     import torch
 
-    before = torch.get_num_threads()
+    before, cv_before = torch.get_num_threads(), cv2.getNumThreads()
     if n:
         torch.set_num_threads(int(n))
+        cv2.setNumThreads(int(n))
     try:
         yield
     finally:
         torch.set_num_threads(before)
+        cv2.setNumThreads(cv_before)
 
 
 def training_throughput(dataset, codec, samples: int, stage_samples: int = 100) -> dict:
@@ -167,7 +171,7 @@ def training_throughput(dataset, codec, samples: int, stage_samples: int = 100) 
     from spinectx.bench.pipeline import samples_per_second, stage_times, warm_cache
 
     frames = warm_cache(dataset)
-    with torch_threads(1):
+    with thread_limit(1):
         rate = samples_per_second(dataset.__getitem__, codec, samples)
         stages = stage_times(dataset, codec, min(stage_samples, max(samples, 8)))
     shape = tuple(dataset[0]["image"].shape)

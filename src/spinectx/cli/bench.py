@@ -215,7 +215,7 @@ def bench_rsna(cfg: DictConfig) -> dict:
     2.5-D training samples/s per worker for each of ``rsna.views``."""
     import torch
 
-    from spinectx.bench.rsna import study_dirs, time_studies, torch_threads, training_throughput
+    from spinectx.bench.rsna import study_dirs, time_studies, thread_limit, training_throughput
     from spinectx.data.rsna import read_series_descriptions
 
     r = cfg.rsna
@@ -232,7 +232,7 @@ def bench_rsna(cfg: DictConfig) -> dict:
     for key, tta in (("tta_on", True), ("tta_off", False)):
         for module in modules.values():
             module.hparams.tta = tta
-        with torch_threads(threads):
+        with thread_limit(threads):
             out[key] = time_studies(folders, modules, descriptions, warmup=int(r.warmup))
         log.info("rsna study → 25 rows, tta=%s: %.2f s per study (median; %.1f model calls, %.1f pixel reads of %.0f files)",
                  tta, out[key]["seconds_median"], out[key]["model_calls_mean"], out[key]["pixel_reads_mean"],

@@ -51,13 +51,17 @@ class FrameCache:
     def __init__(self, folder: str | Path | None):
         self.folder = Path(folder).expanduser() if folder else None
         self._write_failed = False
+        self._resolved: dict[Path, str] = {}
 
     def _key(self, path: Path, frame: int | None) -> str:
         try:
             st = path.stat()
         except OSError as exc:
             raise DicomError(path, f"cannot read file ({exc.strerror or exc})") from exc
-        raw = f"{CACHE_VERSION}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+        resolved = self._resolved.get(path)
+        if resolved is None:  # realpath walks every component: once per path per process
+            resolved = self._resolved[path] = str(path.resolve())
+        raw = f"{CACHE_VERSION}|{resolved}|{st.st_size}|{st.st_mtime_ns}"
         if frame is not None:
             raw += f"|frame{frame}"
         return hashlib.sha1(raw.encode()).hexdigest()
