@@ -89,3 +89,22 @@ def test_profile_writes_the_table_beside_the_paper(tmp_path):
     assert all(r["within"] == "yes" for r in rows)
     md = out.with_suffix(".md").read_text()
     assert md.count("| CCF-Net |") == 4
+
+
+@pytest.mark.parametrize("overrides, batch", [
+    (["scale=paper"], 32),
+    (["scale=paper", "model.backbone=resnet50"], 12),
+    (["scale=paper", "method=ccfnet_r50_msc"], 12),
+    (["scale=paper", "method=simplebaseline_r50", "model.backbone=resnet18"], 32),
+    (["experiment=rsna", "scale=rsna_paper", "model.backbone=resnet50"], 12),
+    (["experiment=rsna", "scale=rsna_paper", "model=hrnet"], 32),
+])
+def test_paper_batch_size_follows_the_backbone(overrides, batch, tmp_path):
+    """SPEC §3: batch 32 for ResNet-18, 12 for ResNet-50, whether the backbone comes from method= or model.backbone=."""
+    from hydra import compose, initialize_config_dir
+
+    from spinectx.cli import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"paths.root_dir={tmp_path}"])
+    assert cfg.data.batch_size == batch

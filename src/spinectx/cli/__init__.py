@@ -113,3 +113,16 @@ def landmark_config(name: str):
 
 
 OmegaConf.register_new_resolver("spinectx.landmarks", landmark_config, replace=True)
+
+# the release's batch sizes (SPEC §3: 32 for ResNet-18, 12 for ResNet-50); others as ResNet-18
+PAPER_BATCH_SIZES = {"resnet50": 12}
+
+
+def paper_batch_size(backbone: str) -> int:
+    """The paper scale's batch size for ``backbone`` (``paper_batch_size: ${spinectx.paper_batch_size:
+    ${model.backbone}}``), so ``scale=paper`` / ``rsna_paper`` follow ``model.backbone=`` whether or not
+    a ``method=`` set it."""
+    return PAPER_BATCH_SIZES.get(str(backbone), 32)
+
+
+OmegaConf.register_new_resolver("spinectx.paper_batch_size", paper_batch_size, replace=True)
