@@ -147,9 +147,10 @@ def time_studies(folders: Sequence[Path], modules: Mapping[str, object],
 
 @contextmanager
 def thread_limit(n: int | None) -> Iterator[None]:
-    """torch's intra-op thread pool and OpenCV's at ``n`` threads inside the block (1: as in a
-    DataLoader worker, see :func:`~spinectx.data.datamodule.single_threaded_worker`; None: left
-    as they are)."""
+    """torch's intra-op thread pool and OpenCV's at ``n`` threads inside the block (1: one core, the
+    per-worker figure; None: left as they are). DataLoader workers themselves keep OpenCV's default
+    pool: calling ``cv2.setNumThreads`` in a forked worker can deadlock when the parent's pool was
+    busy at the fork (seen in a final validation, 2026-12-01)."""
     import cv2
     import torch
 

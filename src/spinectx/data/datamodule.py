@@ -17,7 +17,6 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import cv2
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
@@ -63,13 +62,6 @@ def ensure_synthetic(root: str | Path, split: str, studies: int, seed: int, work
     except OSError:  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
     return root
-
-
-def single_threaded_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: OpenCV runs one thread per worker. Its default pool spans
-    every core, so ``num_workers`` workers would each start one thread per core and contend with
-    each other and with the training step (torch already uses one thread in a worker)."""
-    cv2.setNumThreads(1)
 
 
 class SpineDataModule(L.LightningDataModule):
@@ -238,7 +230,6 @@ class SpineDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             drop_last=shuffle and len(dataset) > batch_size,
-            worker_init_fn=single_threaded_worker if self.num_workers > 0 else None,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -264,8 +255,7 @@ class SpineDataModule(L.LightningDataModule):
 
             sampler = UnrepeatedDistributedSampler(self.val_set, shuffle=False)
             loader = DataLoader(self.val_set, batch_size=self.val_batch_size, sampler=sampler, num_workers=self.num_workers,
-                                pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
-                                worker_init_fn=single_threaded_worker if self.num_workers > 0 else None)
+                                pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
         return loader
 
     def all_studies(self) -> SpineDataset:
