@@ -170,3 +170,34 @@ def test_metrics_json_with_undefined_values_is_valid_json(tmp_path):
     assert payload["C-Vertebra"] == pytest.approx(0.8) and payload["Score"] == pytest.approx(0.6)
     assert payload["history"][0]["Score"] is None and payload["history"][1]["C-Vertebra"] is None
     assert (percent(None), percent(math.nan), percent(0.1234, digits=2)) == ("n/a", "n/a", "12.34")
+
+
+def test_box_hits_count_the_border_as_inside_and_skip_missing_truth():
+    import numpy as np
+    import pytest
+
+    from spinectx.metrics.box import box_hit_rate, box_hits
+
+    truth = np.array([[[10.0, 10.0], [50.0, 50.0], [np.nan, np.nan], [30.0, 30.0]]])
+    pred = np.array([[[18.0, 2.0], [58.5, 50.0], [1.0, 1.0], [np.nan, np.nan]]])
+    hits = box_hits(pred, truth, 16)
+    assert hits[0, 0] == 1.0 and hits[0, 1] == 0.0 and np.isnan(hits[0, 2]) and hits[0, 3] == 0.0
+    assert box_hit_rate(pred, truth, 16) == pytest.approx(1 / 3)
+    assert box_hits(pred, truth, 17.0)[0, 1] == 1.0  # |dx| = 8.5 ≤ 8.5
+    assert box_hit_rate(pred[:, 2:3], truth[:, 2:3]) is None
+    with pytest.raises(ValueError, match="same shape"):
+        box_hits(pred[:, :2], truth)
+    with pytest.raises(ValueError, match="box_px"):
+        box_hits(pred, truth, 0)
+
+
+def test_box_hits_in_another_frame_scale_the_differences():
+    import numpy as np
+
+    from spinectx.metrics.box import box_hits
+
+    truth = np.array([[[10.0, 10.0]]])
+    pred = np.array([[[14.0, 10.0]]])  # 4 input px right
+    assert box_hits(pred, truth, 16)[0, 0] == 1.0
+    assert box_hits(pred, truth, 16, scale=np.array([2.5, 1.0]))[0, 0] == 0.0  # 10 original px > 8
+    assert box_hits(pred, truth, 16, scale=np.array([1.0, 2.5]))[0, 0] == 1.0  # y scale does not matter here

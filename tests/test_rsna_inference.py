@@ -17,10 +17,11 @@ import pandas as pd
 import pytest
 
 from spinectx.data.geometry import nearest_slice, pixel_to_patient
+from spinectx.data.rsna import SERIES_OF_VIEW as DESCRIPTIONS
 from spinectx.data.rsna_submission import assemble_submission, view_prior_columns
 from spinectx.inference import load_module
 from spinectx.metrics.rsna import read_submission_csv, row_ids, rsna_score, solution_from_train
-from spinectx.rsna_inference import DESCRIPTIONS, predict_study, read_study_stacks
+from spinectx.rsna_inference import predict_study, read_study_stacks
 from tests.test_rsna_on_synthetic import quirk_study
 from tests.test_train import make_cfg
 

@@ -26,17 +26,26 @@ from spinectx.data.transforms import resize_image
 log = logging.getLogger(__name__)
 
 
-def load_module(ckpt_path: str | Path, device: str | torch.device = "cpu", tta: bool | None = None):
+def load_module(ckpt_path: str | Path, device: str | torch.device = "cpu", tta: bool | None = None,
+                classifier_ckpt: str | Path | None = None):
     """A :class:`~spinectx.lit.LandmarkModule` rebuilt from its checkpoint alone, in eval mode.
-    ``tta`` overrides the checkpoint's flip-averaging setting when not None.
+    ``tta`` overrides the checkpoint's flip-averaging setting when not None. With
+    ``classifier_ckpt`` (a stage-2 crop classifier, ``model=two_stage``), the two-stage pair:
+    ``ckpt_path``'s points, the classifier's classes (:func:`~spinectx.lit.load_two_stage`).
 
     Raises:
-        FileNotFoundError: no file at ``ckpt_path``.
+        FileNotFoundError: no file at ``ckpt_path`` (or ``classifier_ckpt``).
         CheckpointError: a file that is not a readable spinectx checkpoint (text, truncated,
             empty, a bare state dict); the message names the file.
+        ValueError: ``classifier_ckpt`` is not a crop classifier or does not fit stage 1.
     """
     from spinectx.checkpoint import read_checkpoint
     from spinectx.lit.module import LandmarkModule
+
+    if classifier_ckpt:
+        from spinectx.lit.crop_module import load_two_stage
+
+        return load_two_stage(ckpt_path, classifier_ckpt, device=device, tta=tta)
 
     path = Path(ckpt_path)
     if not path.is_file():

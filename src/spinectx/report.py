@@ -36,6 +36,7 @@ class Job:
     complexity: dict = field(default_factory=dict)
     error: str | None = None
     reused_from: str | None = None  # an identical cell of another sweep whose results this job copied
+    task: str = ""  # the run's task_name (experiment=classifiers jobs go to classifiers.md, not the paper tables)
 
 
 def _metric_value(value) -> float:
@@ -78,6 +79,7 @@ def read_job(job_dir: Path) -> Job | None:
         complexity=complexity,
         error=error,
         reused_from=reused_from,
+        task=str(cfg.get("task_name", "")),
     )
 
 
@@ -278,9 +280,119 @@ def plot_fractions(rows: list[dict], path: Path) -> Path:
     return path
 
 
+# ------------------------------------------------------------------ experiment=classifiers (issue 14)
+CLASSIFIER_TIANCHI = ("C-Disc", "C-Vertebra", "Score", "L-Disc", "L-Vertebra")
+CLASSIFIER_RSNA = ("logloss", "hit_rate")
+HEAD_ORDER = ("cell read-out", "bilstm", "transformer", "two-stage deepscorenet")
+
+
+def classifier_head(model) -> str:
+    """The classification head of a job's model config: ``cell read-out``, ``bilstm``,
+    ``transformer`` (one stage), or ``two-stage <crop model>[+<context>]``."""
+    kind = (model.get("context") or {}).get("kind", "none")
+    if model.get("name") == "two_stage":
+        arch = (model.get("crop_net") or {}).get("arch", "?")
+        return f"two-stage {arch}" + ("" if kind in (None, "none") else f"+{kind}")
+    return "cell read-out" if kind in (None, "none") else str(kind)
+
+
+def classifier_jobs(sweep: str | Path) -> list[dict]:
+    """The jobs of ``experiment=classifiers`` below ``sweep``: head, dataset (``TianChi`` or ``RSNA
+    <view>``), fold, the metrics of its final evaluation, params / FLOPs (what it trained:
+    for a two-stage head, stage 2 alone) and training time; ``error`` for a failed or unfinished job."""
+    rows = []
+    for config in sorted(Path(sweep).rglob(".hydra/config.yaml")):
+        job = config.parent.parent
+        cfg = OmegaConf.load(config)
+        if cfg.get("task_name") != "classifiers" or not cfg.get("model"):
+            continue
+        data = cfg.get("data") or {}
+        view = data.get("view")
+        row = {"path": str(job), "head": classifier_head(cfg.model), "model": str(cfg.model.get("name")),
+               "dataset": f"RSNA {view}" if view else "TianChi", "fold": int(data.get("fold", 0)),
+               "metrics": None, "params_M": None, "flops_G": None, "train_min": None, "error": None}
+        metrics_file = job / "metrics.json"
+        if metrics_file.is_file():
+            payload = json.loads(metrics_file.read_text())
+            source = payload.get("evaluation")
+            if source:
+                row["metrics"] = {k: _metric_value(source.get(k)) for k in (*CLASSIFIER_TIANCHI, *CLASSIFIER_RSNA)
+                                  if k in source}
+            complexity = payload.get("complexity") or {}
+            row["params_M"], row["flops_G"] = complexity.get("params_M"), complexity.get("flops_G")
+            if payload.get("train_seconds") is not None:
+                row["train_min"] = float(payload["train_seconds"]) / 60
+        if (job / "error.txt").is_file():
+            lines = (job / "error.txt").read_text().strip().splitlines()
+            row["error"] = lines[-1] if lines else "failed"
+        elif row["metrics"] is None:
+            row["error"] = "unfinished (no final evaluation in metrics.json)"
+        rows.append(row)
+    return rows
+
+
+def _head_key(head: str) -> tuple:
+    return (HEAD_ORDER.index(head) if head in HEAD_ORDER else len(HEAD_ORDER), head)
+
+
+def classifiers_markdown(jobs: list[dict]) -> str:
+    """``classifiers.md``: per head, TianChi C-Disc / C-Vertebra / Score and the weighted log loss of
+    each RSNA view (mean over folds, ``(n)`` runs), params, FLOPs and training time; failed jobs listed."""
+    def cell(values: list[float], digits: int = 3) -> str:
+        values = [v for v in values if v is not None and math.isfinite(v)]
+        if not values:
+            return "–"
+        mean, std = mean_std(values)
+        return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if len(values) > 1 else "")
+
+    done = [j for j in jobs if j.get("metrics")]
+    heads = sorted({j["head"] for j in jobs}, key=_head_key)
+    views = sorted({j["dataset"] for j in jobs if j["dataset"].startswith("RSNA")},
+                   key=lambda d: ("spinal", "foraminal", "subarticular").index(d.split()[-1])
+                   if d.split()[-1] in ("spinal", "foraminal", "subarticular") else 9)
+    lines = ["# Classification heads on the same folds (experiment=classifiers)", "",
+             "Mean (± std over folds). TianChi: AUC-based C- metrics and the Score (SPEC §4), higher is better. "
+             "RSNA: the view's weighted log loss (SPEC §6), lower is better. Params / FLOPs: what the job trained "
+             "(a two-stage head: stage 2 alone, for one image's crops; its stage 1 is the cell read-out job of the same "
+             "data and fold). Training time: trainer.fit wall time, minutes.", ""]
+    if any(j["dataset"] == "TianChi" for j in jobs):
+        lines += ["## TianChi", "", "| head | C-Disc | C-Vertebra | Score | L-Disc | L-Vertebra | runs | params (M) | FLOPs (G) | train (min) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for head in heads:
+            js = [j for j in done if j["head"] == head and j["dataset"] == "TianChi"]
+            if not js and not any(j["head"] == head and j["dataset"] == "TianChi" for j in jobs):
+                continue
+            vals = [cell([j["metrics"].get(k) for j in js]) for k in CLASSIFIER_TIANCHI]
+            lines.append(f"| {head} | {' | '.join(vals)} | {len(js)} | {cell([j['params_M'] for j in js], 2)} | "
+                         f"{cell([j['flops_G'] for j in js], 2)} | {cell([j['train_min'] for j in js], 1)} |")
+        lines.append("")
+    if views:
+        lines += ["## RSNA 2024 (weighted log loss per view; hit rate in brackets)", "",
+                  "| head | " + " | ".join(v.removeprefix("RSNA ") for v in views) + " | runs | params (M) | train (min) |",
+                  "|---|" + "---:|" * (len(views) + 3)]
+        for head in heads:
+            js = [j for j in done if j["head"] == head and j["dataset"] in views]
+            if not js and not any(j["head"] == head and j["dataset"] in views for j in jobs):
+                continue
+            cols = []
+            for v in views:
+                jv = [j for j in js if j["dataset"] == v]
+                cols.append(f"{cell([j['metrics'].get('logloss') for j in jv])} "
+                            f"({cell([j['metrics'].get('hit_rate') for j in jv], 2)})" if jv else "–")
+            lines.append(f"| {head} | {' | '.join(cols)} | {len(js)} | {cell([j['params_M'] for j in js], 2)} | "
+                         f"{cell([j['train_min'] for j in js], 1)} |")
+        lines.append("")
+    failed = [j for j in jobs if not j.get("metrics")]
+    if failed:
+        lines += ["## Failed or unfinished", ""] + [f"- {j['head']} · {j['dataset']} fold {j['fold']}: `{j['path']}`: "
+                                                  f"{j['error']}" for j in failed] + [""]
+    return "\n".join(lines)
+
+
 def build_report(sweep, out: str | Path, jobs: list[Job] | None = None) -> dict:
     """Write table1/table2 (.md + .csv) where the sweep has jobs for them, data_fraction (.png +
-    .csv) where it has fractions below 1, and ``report.md``; returns what was written and the counts.
+    .csv) where it has fractions below 1, ``classifiers.md`` / ``.csv`` where it has ``experiment=classifiers``
+    jobs (:func:`classifiers_markdown`), and ``report.md``; returns what was written and the counts.
     ``sweep``: one folder or a list of folders (e.g. the three experiments' sweep folders); or pass
     ``jobs`` (e.g. :func:`wandb_jobs`) with ``sweep`` naming their source."""
     sweeps = [sweep] if isinstance(sweep, (str, Path)) else list(sweep)
@@ -292,6 +404,7 @@ def build_report(sweep, out: str | Path, jobs: list[Job] | None = None) -> dict:
         found = [j for s in sweeps if Path(s).is_dir() for j in find_jobs(s)]
         jobs = without_copies(found)
         copies = len(found) - len(jobs)
+    jobs = [j for j in jobs if j.task != "classifiers"]  # classifiers.md reports those (below)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written, sections = [], []
@@ -302,6 +415,18 @@ def build_report(sweep, out: str | Path, jobs: list[Job] | None = None) -> dict:
         md = table_markdown(rows, f"Table {table}")
         (out / f"table{table}.md").write_text(md)
         written += [out / f"table{table}.md", write_csv(rows, out / f"table{table}.csv")]
+        sections.append(md)
+    classifier = [j for s in sweeps if Path(str(s)).is_dir() for j in classifier_jobs(s)]
+    if classifier:
+        md = classifiers_markdown(classifier)
+        (out / "classifiers.md").write_text(md)
+        fields = ["head", "dataset", "fold", *CLASSIFIER_TIANCHI, *CLASSIFIER_RSNA, "params_M", "flops_G", "train_min", "error", "path"]
+        with (out / "classifiers.csv").open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            for j in classifier:
+                writer.writerow({**{k: j.get(k) for k in fields}, **(j.get("metrics") or {})})
+        written += [out / "classifiers.md", out / "classifiers.csv"]
         sections.append(md)
     if any(j.fraction < 1.0 for j in jobs):
         rows = fraction_rows(jobs)

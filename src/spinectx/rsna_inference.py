@@ -29,15 +29,9 @@ import torch
 from spinectx.data.dicom import read_frame
 from spinectx.data.errors import DataError
 from spinectx.data.geometry import nearest_slice, patient_side, pixel_to_patient
+from spinectx.data.rsna import LEVELS, SERIES_OF_VIEW, level_snake
 from spinectx.data.study import index_subfolders
 from spinectx.inference import input_to_frame, stack_input
-
-LEVELS = ("L1/L2", "L2/L3", "L3/L4", "L4/L5", "L5/S1")
-DESCRIPTIONS = {"spinal": "Sagittal T2/STIR", "foraminal": "Sagittal T1", "subarticular": "Axial T2"}
-
-
-def _snake(level: str) -> str:
-    return level.lower().replace("/", "_")
 
 
 @dataclass
@@ -238,21 +232,21 @@ def predict_study(study_dir: str | Path, modules: Mapping[str, object],
     memo = FrameMemo()
     sides = ("left", "right")
     rows = {
-        "spinal": {lv: f"{sid}_spinal_canal_stenosis_{_snake(lv)}" for lv in LEVELS},
-        "foraminal": {(s, lv): f"{sid}_{s}_neural_foraminal_narrowing_{_snake(lv)}" for s in sides for lv in LEVELS},
-        "subarticular": {(s, lv): f"{sid}_{s}_subarticular_stenosis_{_snake(lv)}" for s in sides for lv in LEVELS},
+        "spinal": {lv: f"{sid}_spinal_canal_stenosis_{level_snake(lv)}" for lv in LEVELS},
+        "foraminal": {(s, lv): f"{sid}_{s}_neural_foraminal_narrowing_{level_snake(lv)}" for s in sides for lv in LEVELS},
+        "subarticular": {(s, lv): f"{sid}_{s}_subarticular_stenosis_{level_snake(lv)}" for s in sides for lv in LEVELS},
     }
     level_points: dict[str, np.ndarray] = {}
     for view in ("spinal", "foraminal", "subarticular"):
-        found = stacks.get(DESCRIPTIONS[view])
+        found = stacks.get(SERIES_OF_VIEW[view])
         if view not in modules or not found:
             if view not in modules:
                 why = f"no {view} model given"
             elif result.problems:
-                why = (f"no readable {DESCRIPTIONS[view]} series in {study_dir} ({len(result.problems)} problem(s) "
+                why = (f"no readable {SERIES_OF_VIEW[view]} series in {study_dir} ({len(result.problems)} problem(s) "
                        f"reading the study; first: {result.problems[0]})")
             else:
-                why = f"no {DESCRIPTIONS[view]} series in {study_dir}"
+                why = f"no {SERIES_OF_VIEW[view]} series in {study_dir}"
             for r in rows[view].values():
                 result.reasons[r] = why
             continue

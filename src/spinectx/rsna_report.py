@@ -41,11 +41,11 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from spinectx.data.errors import DataError
+from spinectx.data.rsna import VIEWS
 from spinectx.metrics.rsna import CLASSES, EPS, GROUPS, TERMS
 
 log = logging.getLogger(__name__)
 
-VIEWS = ("spinal", "foraminal", "subarticular")
 
 
 @dataclass

@@ -94,7 +94,8 @@ def draw_predictions(module, dataset, path: Path, n: int, predicted: tuple | Non
     if predicted is None:
         was_training = module.training
         module.eval()
-        decoded = module.predict_keypoints(torch.stack([s["image"] for s in samples]).to(module.device))
+        spacing = torch.stack([s["spacing"] for s in samples]).to(module.device)  # mm crops of a two-stage pair
+        decoded = module.predict_keypoints(torch.stack([s["image"] for s in samples]).to(module.device), spacing=spacing)
         module.train(was_training)
         predicted = (decoded.keypoints.float().cpu().numpy(), decoded.prob.float().cpu().numpy(),
                      None if decoded.class_prob is None else decoded.class_prob.float().cpu().numpy())

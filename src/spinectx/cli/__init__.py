@@ -7,6 +7,7 @@ main process and in launcher workers (joblib, submitit), which import the task f
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -126,3 +127,44 @@ def paper_batch_size(backbone: str) -> int:
 
 
 OmegaConf.register_new_resolver("spinectx.paper_batch_size", paper_batch_size, replace=True)
+
+
+@functools.lru_cache(maxsize=64)  # resolved several times per job (hash, instantiate, loggers)
+def stage1_checkpoint(sweep_dir: str, data_root: str, view: str | None, fold: int) -> str:
+    """The localiser checkpoint a two-stage job of a sweep classifies the points of: the finished
+    one-stage job with the cell read-out (``model/context=none``) in ``sweep_dir`` trained on the
+    same data (``split.json``: root, view, fold), its checkpoint from ``metrics.json``
+    (``model.stage1_ckpt: ${spinectx.stage1_checkpoint:${hydra:sweep.dir},${data.root},…}`` in
+    ``conf/classifier/``; ``make classifiers`` runs the one-stage heads first).
+
+    Raises:
+        ConfigError: no such finished job in ``sweep_dir``.
+    """
+    import json
+
+    from spinectx.data.errors import ConfigError
+
+    root = Path(str(data_root)).resolve()
+    view = None if view in (None, "", "None", "null") else str(view)
+    for split in sorted(Path(sweep_dir).rglob("split.json")):
+        job = split.parent
+        try:
+            info = json.loads(split.read_text())
+            cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
+            metrics = json.loads((job / "metrics.json").read_text())
+        except (OSError, ValueError):
+            continue
+        model = cfg.get("model") or {}
+        if model.get("name") == "two_stage" or (model.get("context") or {}).get("kind", "none") != "none":
+            continue
+        if Path(info.get("data_root", "")).resolve() != root or info.get("view") != view or int(info.get("fold", -1)) != int(fold):
+            continue
+        checkpoint = (metrics.get("evaluation") or {}).get("checkpoint")
+        if checkpoint and Path(checkpoint).is_file():
+            return str(Path(checkpoint).resolve())
+    raise ConfigError(f"no finished one-stage job with the cell read-out (classifier=cell) for data {root}"
+                      f"{f' view {view}' if view else ''} fold {fold} in {sweep_dir}: run classifier=cell first "
+                      "(make classifiers runs the one-stage heads, then the two-stage ones)")
+
+
+OmegaConf.register_new_resolver("spinectx.stage1_checkpoint", stage1_checkpoint, replace=True)

@@ -47,13 +47,15 @@ def _auc(value: float) -> str:
 def collect(module, dataset, batch_size: int = 8) -> dict[str, np.ndarray | list]:
     """Predictions and ground truth of every sample of ``dataset`` (evaluation transform):
     keypoints [N, K, 2] (input px), prob [N, K], class_prob [N, K, C] (multiclass head; None for the
-    binary one), truth [N, K, 2], labels [N, K], spacing [N, 2] (dy, dx of the resized frame), tags
-    (N lists of K tuples), study_uid; truth is NaN where not annotated."""
+    binary one), truth [N, K, 2], labels [N, K], spacing [N, 2] (dy, dx of the resized frame),
+    frame_spacing [N, 2] (dy, dx of the original frame), tags (N lists of K tuples), study_uid; truth
+    is NaN where not annotated."""
     module.eval()
     out: dict[str, list] = {k: [] for k in ("keypoints", "prob", "class_prob", "truth", "labels", "spacing")}
     for start in range(0, len(dataset), batch_size):
         samples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        decoded = module.predict_keypoints(torch.stack([s["image"] for s in samples]).to(module.device))
+        spacing = torch.stack([s["spacing"] for s in samples]).to(module.device)  # mm crops of a two-stage pair
+        decoded = module.predict_keypoints(torch.stack([s["image"] for s in samples]).to(module.device), spacing=spacing)
         out["keypoints"].append(decoded.keypoints.float().cpu().numpy())
         out["prob"].append(decoded.prob.float().cpu().numpy())
         if decoded.class_prob is not None:
@@ -62,6 +64,7 @@ def collect(module, dataset, batch_size: int = 8) -> dict[str, np.ndarray | list
             out[key].append(np.stack([s[field].numpy() for s in samples]))
     arrays = {k: np.concatenate(v) if v else None for k, v in out.items()}
     records = dataset.records[: len(dataset)]
+    arrays["frame_spacing"] = np.asarray([r.pixel_spacing for r in records], dtype=np.float64).reshape(-1, 2)
     arrays["tags"] = [list(r.tags) for r in records]
     arrays["study_uid"] = [r.study_uid for r in records]
     return arrays
@@ -74,11 +77,21 @@ def usable_points(c: dict, threshold_mm: float) -> np.ndarray:
     return np.isfinite(dist) & (dist <= threshold_mm) & np.isfinite(c["labels"])
 
 
+BOX_PX = 16.0  # the RSNA 2024 seed's stage-1 boxes (SPEC §7), in pixels of the original image
+
+
+def frame_px_scale(c: dict) -> np.ndarray:
+    """[N, 1, 2] (x, y): original-frame pixels per network-input pixel of each sample of :func:`collect`."""
+    return (c["spacing"] / c["frame_spacing"])[:, None, ::-1]
+
+
 def per_landmark_rows(c: dict, names: list[str], threshold_mm: float, prior: np.ndarray | None = None) -> list[dict]:
     """One row per identification: annotated count, hit rate, errors (mm), the model's AUC and, with
     the level ``prior`` [K] (:func:`spinectx.metrics.level_prior.level_prior`), its P(abnormal)."""
+    from spinectx.metrics.box import box_hits
     from spinectx.metrics.table import roc_auc
 
+    boxed = box_hits(c["keypoints"], c["truth"], BOX_PX, frame_px_scale(c))  # [N, K]
     diff = (c["keypoints"] - c["truth"]) * c["spacing"][:, None, ::-1]  # (x, y) px × (dx, dy) mm/px
     dist = np.linalg.norm(diff, axis=-1)  # [N, K] mm, NaN where not annotated
     rows = []
@@ -93,6 +106,7 @@ def per_landmark_rows(c: dict, names: list[str], threshold_mm: float, prior: np.
             "identification": name,
             "annotated": int(annotated.sum()),
             "hit_rate": round(float(hit.sum() / max(annotated.sum(), 1)), 4),
+            "box16_rate": round(float(np.nansum(boxed[:, k]) / max(annotated.sum(), 1)), 4),
             "mean_error_mm": round(float(d[annotated].mean()), 3) if annotated.any() else "",
             "median_error_mm": round(float(np.median(d[annotated])), 3) if annotated.any() else "",
             "auc": round(auc, 4) if np.isfinite(auc) else "",
@@ -191,6 +205,7 @@ def evaluate(cfg: DictConfig) -> dict:
     from spinectx.inference import load_module
     from spinectx.lit.callbacks import METRIC_KEYS, write_json_atomic
     from spinectx.metrics.challenge import challenge_metric
+    from spinectx.metrics.box import box_hit_rate
     from spinectx.metrics.level_prior import group_aucs, level_prior
     from spinectx.viz import draw_predictions
 
@@ -203,7 +218,7 @@ def evaluate(cfg: DictConfig) -> dict:
     check_folds(cfg.data.num_folds, cfg.data.fold, cfg.data.fraction)
     threshold_mm = config_float("threshold_mm", cfg.threshold_mm, low=0.0, what="a positive distance in mm")
     overlay_studies = config_int("overlay_studies", cfg.overlay_studies, minimum=0)
-    module = load_module(cfg.ckpt_path, tta=cfg.tta)
+    module = load_module(cfg.ckpt_path, tta=cfg.tta, classifier_ckpt=cfg.get("classifier_ckpt"))
     size = cfg.data.image_size or module.hparams.get("input_size")
     if not size:
         raise ValueError(f"{cfg.ckpt_path}: the checkpoint does not record its input size; pass data.image_size=")
@@ -246,7 +261,9 @@ def evaluate(cfg: DictConfig) -> dict:
                      predicted=(c["keypoints"], c["prob"], c["class_prob"]))  # the predictions collected above
     result = {**{k: table[k] for k in METRIC_KEYS if k in table}, "challenge": challenge, "level_prior": groups,
               "checkpoint": str(cfg.ckpt_path), "evaluated": what, "studies": len(datamodule.val_set),
-              "tta": bool(module.hparams.tta), "input_size": int(size)}
+              "tta": bool(module.hparams.tta), "input_size": int(size),
+              # stage 1 as the seed reported it: centre inside a 16 × 16 px box (original-image pixels) around the truth
+              "box16_rate": box_hit_rate(c["keypoints"], c["truth"], BOX_PX, frame_px_scale(c))}
     write_json_atomic(output_dir / "metrics.json", result)
     from spinectx.cli.train import print_table
 
@@ -254,6 +271,9 @@ def evaluate(cfg: DictConfig) -> dict:
     print_table(table, f"{what} — macro-F1 {'n/a' if macro is None else f'{macro:.3f}'}")
     if macro is None:
         log.warning("challenge macro-F1 n/a: %s", challenge["undefined"]["macro_f1"])
+    if result["box16_rate"] is not None:
+        log.info("stage 1 as the seed reported it: %.1f %% of the points inside a 16 × 16 px box (original image "
+                 "pixels) around the truth", 100 * result["box16_rate"])
     log.info("wrote metrics.json, per_landmark.csv, confusion.png, overlays.png to %s", output_dir)
     return result
 

@@ -100,7 +100,6 @@ def check_settings(cfg: DictConfig) -> dict:
     }
 
 
-VIEWS = ("spinal", "foraminal", "subarticular")
 
 
 def is_rsna(cfg: DictConfig) -> bool:
@@ -110,20 +109,25 @@ def is_rsna(cfg: DictConfig) -> bool:
     return isinstance(cfg.ckpt_path, (Node, dict))
 
 
-def rsna_checkpoints(node) -> dict[str, str]:
-    """``ckpt_path`` of RSNA mode → {view: checkpoint path}.
+def rsna_checkpoints(node, key: str = "ckpt_path") -> dict[str, str]:
+    """``ckpt_path`` (or ``classifier_ckpt``) of RSNA mode → {view: checkpoint path}.
 
     Raises:
-        ConfigError: an unknown view, or none given.
+        ConfigError: not a view → path mapping, an unknown view, or none given.
     """
-    from spinectx.data.errors import ConfigError
+    from omegaconf import DictConfig as Node
 
+    from spinectx.data.errors import ConfigError
+    from spinectx.data.rsna import VIEWS
+
+    if not isinstance(node, (Node, dict)):
+        raise ConfigError(f"{key}={node}: RSNA prediction takes one checkpoint per view, e.g. '{{spinal: A.ckpt}}'")
     paths = {str(k): str(v) for k, v in dict(node).items() if v is not None}
     unknown = sorted(set(paths) - set(VIEWS))
     if unknown:
-        raise ConfigError(f"ckpt_path: unknown view(s) {unknown}; the views are {list(VIEWS)}")
+        raise ConfigError(f"{key}: unknown view(s) {unknown}; the views are {list(VIEWS)}")
     if not paths:
-        raise ConfigError("ckpt_path: give at least one view's checkpoint, e.g. '{spinal: A.ckpt}'")
+        raise ConfigError(f"{key}: give at least one view's checkpoint, e.g. '{{spinal: A.ckpt}}'")
     return paths
 
 
@@ -154,6 +158,21 @@ def refuse_rsna_checkpoint(cfg: DictConfig) -> None:
         raise ConfigError(f"series= is for RSNA 2024 prediction: {usage}")
 
 
+def refuse_mm_crops(module, classifier_ckpt) -> None:
+    """A stage-2 classifier with crops in mm needs each input's pixel spacing, which prediction does
+    not pass yet.
+
+    Raises:
+        ConfigError: such a classifier.
+    """
+    if getattr(module, "size_mm", None) is not None:
+        from spinectx.data.errors import ConfigError
+
+        raise ConfigError(f"classifier_ckpt={classifier_ckpt} crops {module.size_mm} mm windows; spinectx-predict does "
+                          "not pass the pixel spacing yet: use a classifier trained with model.crop.size_px "
+                          "(spinectx-eval takes mm crops)")
+
+
 def predict_rsna(cfg: DictConfig, settings: dict) -> None:
     """RSNA mode of :func:`main` (module docstring)."""
     from pathlib import Path
@@ -165,12 +184,19 @@ def predict_rsna(cfg: DictConfig, settings: dict) -> None:
 
     start = time.perf_counter()
     checkpoints = rsna_checkpoints(cfg.ckpt_path)
+    classifiers = rsna_checkpoints(cfg.classifier_ckpt, "classifier_ckpt") if cfg.get("classifier_ckpt") else {}
+    if set(classifiers) - set(checkpoints):
+        from spinectx.data.errors import ConfigError
+
+        raise ConfigError(f"classifier_ckpt: view(s) {sorted(set(classifiers) - set(checkpoints))} have no stage-1 "
+                          "checkpoint in ckpt_path")
     study_folders(cfg.input)  # input problems before the models are loaded
     if cfg.get("series") and not Path(cfg.series).is_file():
         raise DataError(cfg.series, "series descriptions CSV not found")
     modules = {}
     for view, path in checkpoints.items():
-        module = load_module(path, device=settings["device"], tta=settings["tta"])
+        module = load_module(path, device=settings["device"], tta=settings["tta"], classifier_ckpt=classifiers.get(view))
+        refuse_mm_crops(module, classifiers.get(view))
         trained = (dict(module.hparams.get("metrics") or {}).get("rsna") or {}).get("view")
         if module.rsna_metric is None or trained is None:
             raise DataError(path, f"given as the {view} checkpoint but not trained on RSNA 2024 (data=rsna2024…)")
@@ -211,7 +237,9 @@ def main(cfg: DictConfig) -> None:
     targets, problems = find_targets(cfg.input)  # input problems before the model is loaded
     predictions = []
     if targets:
-        module = load_module(cfg.ckpt_path, device=settings["device"], tta=settings["tta"])
+        module = load_module(cfg.ckpt_path, device=settings["device"], tta=settings["tta"],
+                             classifier_ckpt=cfg.get("classifier_ckpt"))
+        refuse_mm_crops(module, cfg.get("classifier_ckpt"))
         predictions, more = predict_targets(module, targets, settings["batch_size"], settings["input_size"])
         problems += more
     for p in problems:

@@ -333,7 +333,8 @@ def train(cfg: DictConfig) -> dict:
     model = hydra.utils.instantiate(cfg.model, landmarks=OmegaConf.to_container(cfg.data.landmarks, resolve=True),
                                     input_size=int(cfg.data.image_size), input_slices=int(cfg.data.get("slices") or 1),
                                     metrics=_plain(cfg.data.get("metrics")))
-    complexity = complexity_report(model.net, int(cfg.data.image_size))
+    complexity = (model.complexity(int(cfg.data.image_size)) if hasattr(model, "complexity")
+                  else complexity_report(model.net, int(cfg.data.image_size)))
     log.info("%s %s msc=%s: %.2f M params, %.2f G MACs at 512² (paper convention)", cfg.model.name,
              cfg.model.backbone, cfg.model.msc, complexity["params_M"], complexity["flops_G"])
     loggers = build_loggers(cfg)
@@ -345,7 +346,9 @@ def train(cfg: DictConfig) -> dict:
     for lg in loggers:
         lg.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), "complexity": complexity})
 
+    fit_started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    fit_seconds = time.perf_counter() - fit_started
     if trainer.is_global_zero:
         write_split(output_dir / "split.json", datamodule, cfg)
 
@@ -355,6 +358,7 @@ def train(cfg: DictConfig) -> dict:
         import json
 
         result = json.loads(metrics_file.read_text())
+    result["train_seconds"] = round(fit_seconds, 1)  # this invocation's trainer.fit (a resumed run: the rest only)
     if cfg.get("evaluate"):  # every rank validates (collectives under DDP); rank 0 writes
         ckpt = best_checkpoint(trainer)
         evaluated = trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt or None, verbose=False)
@@ -366,7 +370,9 @@ def train(cfg: DictConfig) -> dict:
                 result["evaluation"].update({k: v for k, v in final.items() if k.startswith("prior_")})
             write_json_atomic(metrics_file, result)
             print_table(final, f"held-out fold {cfg.data.fold} — {cfg.model.name} {cfg.model.backbone} msc={cfg.model.msc}")
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and getattr(model, "stage1", True) is None:
+            log.info("no overlays: a crop classifier without model.stage1_ckpt has no points of its own")
+        elif trainer.is_global_zero:
             overlay = draw_predictions(model, datamodule.val_set, output_dir / "predictions.png", int(cfg.get("overlay_studies", 8)))
             if overlay:
                 log.info("overlays: %s", overlay)

@@ -14,11 +14,20 @@ from spinectx.codecs.base import Decoded
 from spinectx.codecs.classes import ClassCodec
 from spinectx.data.landmarks import LandmarkSet
 from spinectx.metrics.table import TableMetric, landmark_distances_mm
-from spinectx.models.context import CONTEXT_KINDS, ContextHead, spinal_order
+from spinectx.models.context import ContextHead, context_settings, landmark_order
 
 
 def _plain(cfg):
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def mirror_keypoints(keypoints: torch.Tensor, width: int, permutation: torch.Tensor) -> torch.Tensor:
+    """Keypoints [B, K, 2] (x, y) of an image of ``width`` px → those of its horizontal mirror:
+    x → width − 1 − x, landmarks permuted (row k = row ``permutation[k]``; left ⇄ right). Its own
+    inverse (``permutation`` is an involution)."""
+    mirrored = keypoints.index_select(1, permutation.to(keypoints.device)).clone()
+    mirrored[..., 0] = width - 1 - mirrored[..., 0]
+    return mirrored
 
 
 def average_flipped(decoded: Decoded, mirrored: Decoded, width: int, permutation: torch.Tensor) -> Decoded:
@@ -30,8 +39,7 @@ def average_flipped(decoded: Decoded, mirrored: Decoded, width: int, permutation
     scores, P(abnormal) and class probabilities are averaged.
     """
     perm = permutation.to(mirrored.keypoints.device)
-    keypoints = mirrored.keypoints.index_select(1, perm).clone()
-    keypoints[..., 0] = width - 1 - keypoints[..., 0]
+    keypoints = mirror_keypoints(mirrored.keypoints, width, perm)
     class_prob = None
     if decoded.class_prob is not None and mirrored.class_prob is not None:
         class_prob = (decoded.class_prob + mirrored.class_prob.index_select(1, perm)) / 2
@@ -43,7 +51,110 @@ def average_flipped(decoded: Decoded, mirrored: Decoded, width: int, permutation
     )
 
 
-class LandmarkModule(L.LightningModule):
+class SpineModuleBase(L.LightningModule):
+    """What every spinectx LightningModule shares, whatever classifies the landmarks: the landmark
+    set and class head (``self.landmarks``, ``self.classes``), the table metric and the RSNA
+    metric of validation, the training class prior kept in checkpoints, and the optimizer from
+    the Hydra configs. Subclasses set ``landmarks``, ``classes``, ``val_metric`` and
+    ``rsna_metric`` through :meth:`_setup_classes` and implement ``predict_keypoints``."""
+
+    def _setup_classes(self, landmarks: Mapping, class_head: str, metrics: Mapping | None) -> None:
+        self.landmarks = LandmarkSet.from_config(landmarks)
+        self.classes = ClassCodec(self.landmarks, class_head)
+        # row k of a mirrored image's prediction is landmark flip_permutation[k] of the original
+        self.register_buffer("flip_permutation", torch.as_tensor(self.landmarks.flip_permutation, dtype=torch.long),
+                             persistent=False)
+        titles = [g.title for g in self.landmarks.groups]
+        self.val_metric = TableMetric(self.landmarks.group_of, titles)
+        self.rsna_metric = self._rsna_metric(dict(_plain(metrics) or {}).get("rsna"))
+        self.class_prior: list | None = None  # [K, C] training class frequencies (set at fit start, kept in checkpoints)
+
+    def _rsna_metric(self, cfg: Mapping | None):
+        """The competition metric of an RSNA view, or None (see ``metrics``).
+
+        Raises:
+            ConfigError: asked for with a head or landmark set that does not give the three
+                severity probabilities of every landmark.
+        """
+        if not cfg:
+            return None
+        from spinectx.metrics.rsna import RSNAMetric
+
+        groups = self.landmarks.groups
+        if self.classes.mode != "multiclass" or any(len(g.exclusive) != 3 or g.flags for g in groups):
+            from spinectx.data.errors import ConfigError
+
+            raise ConfigError("the RSNA 2024 metric scores three severity probabilities per level: it needs "
+                              "model.class_head=multiclass (binary is the TianChi paper's head) and landmark groups "
+                              f"of three exclusive severities; got class_head={self.classes.mode} and "
+                              f"{[list(g.classes) for g in groups]}")
+        weights = groups[0].class_weights or (1.0, 2.0, 4.0)
+        return RSNAMetric(any_severe=cfg.get("view") == "spinal", radius_mm=float(cfg.get("radius_mm", 6.0)),
+                          class_weights=tuple(weights), severe_index=2)
+
+    @staticmethod
+    def severity_targets(tags: torch.Tensor) -> torch.Tensor:
+        """Multi-hot tags [B, K, C] of one exclusive class each → class index [B, K] (−1 = unlabelled)."""
+        return torch.where(tags.sum(-1) > 0, tags.argmax(-1), torch.full_like(tags[..., 0], -1, dtype=torch.long))
+
+    def update_val_metrics(self, decoded: Decoded, batch: dict) -> None:
+        """Add one validation batch's prediction to the table metric (and the RSNA metric)."""
+        self.val_metric.update(decoded.keypoints, decoded.prob, batch["keypoints"], batch["annotated"],
+                               batch["labels"], batch["spacing"])
+        if self.rsna_metric is not None:
+            distance = landmark_distances_mm(decoded.keypoints, batch["keypoints"], batch["spacing"])
+            has_truth = batch["annotated"].bool() & torch.isfinite(batch["keypoints"]).all(-1)
+            distance = torch.where(has_truth, distance, torch.full_like(distance, float("nan")))
+            self.rsna_metric.update(decoded.class_prob[..., :3], self.severity_targets(batch["tags"]), distance)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metric.compute()
+        self.val_metric.reset()
+        if self.rsna_metric is not None:
+            rsna = self.rsna_metric.compute()
+            self.rsna_metric.reset()
+            values.update({"logloss": rsna["logloss"], "rsna_score": rsna["score"], "hit_rate": rsna["hit_rate"]})
+            if "any_severe" in rsna:
+                values["any_severe"] = rsna["any_severe"]
+        self.log_dict({f"val/{k}": v.float() for k, v in values.items()}, prog_bar=False)
+        self.log("val_score", values["Score"], prog_bar=True, logger=False)
+
+    # ------------------------------------------------------------------ the training class prior
+    #: checkpoint key of the class frequencies of the training samples (:func:`class_prior`):
+    #: ``{"landmarks": [names], "classes": [[vocabulary] per landmark], "prior": [K, C]}``; what
+    #: a study-level prediction falls back to for a row it cannot predict
+    PRIOR_KEY = "spinectx_class_prior"
+
+    def on_fit_start(self) -> None:
+        from spinectx.data.dataset import class_prior
+
+        train_set = getattr(getattr(self.trainer, "datamodule", None), "train_set", None)
+        if train_set is not None and getattr(train_set, "records", None):
+            self.class_prior = class_prior(train_set.records, self.landmarks).tolist()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        prior = getattr(self, "class_prior", None)
+        if prior is not None:
+            checkpoint[self.PRIOR_KEY] = {
+                "landmarks": list(self.landmarks.names),
+                "classes": [list(self.landmarks.groups[g].classes) for g in self.landmarks.group_of],
+                "prior": prior,
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        stored = checkpoint.get(self.PRIOR_KEY)
+        if stored is not None:
+            self.class_prior = stored["prior"]
+
+    def configure_optimizers(self):
+        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+class LandmarkModule(SpineModuleBase):
     """Train/validate any landmark network through its codec.
 
     Everything needed to rebuild the module is stored as plain hyperparameters, so
@@ -120,16 +231,12 @@ class LandmarkModule(L.LightningModule):
         optimizer, scheduler, compile_kwargs = _plain(optimizer), _plain(scheduler), _plain(compile_kwargs)
         metrics, context = _plain(metrics), _plain(context)
         self.save_hyperparameters()
-        self.landmarks = LandmarkSet.from_config(landmarks)
-        self.classes = ClassCodec(self.landmarks, class_head)
+        self._setup_classes(landmarks, class_head, metrics)
         codec_class = get_class(codec["_target_"])
         self.net = instantiate(net, num_landmarks=len(self.landmarks),
                                channels_per_landmark=codec_class.channels_for(self.classes))
         self.codec = instantiate(codec, stride=self.net.stride, classes=self.classes)
         self.context_head = self._context_head(context)
-        # row k of a mirrored image's prediction is landmark flip_permutation[k] of the original
-        self.register_buffer("flip_permutation", torch.as_tensor(self.landmarks.flip_permutation, dtype=torch.long),
-                             persistent=False)
         self.loss_fn = instantiate(loss, groups=list(self.landmarks.group_of))
         expected = getattr(self.loss_fn, "codec_class", None)
         if expected is not None and not isinstance(self.codec, expected):
@@ -137,10 +244,6 @@ class LandmarkModule(L.LightningModule):
                 f"{type(self.loss_fn).__name__} trains a {expected.__name__}, but the codec is a "
                 f"{type(self.codec).__name__}: choose the codec with model/codec=... (it brings its loss)"
             )
-        titles = [g.title for g in self.landmarks.groups]
-        self.val_metric = TableMetric(self.landmarks.group_of, titles)
-        self.rsna_metric = self._rsna_metric(dict(_plain(metrics) or {}).get("rsna"))
-        self.class_prior: list | None = None  # [K, C] training class frequencies (set at fit start, kept in checkpoints)
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
         # kept outside the module tree: the state dict stays that of the plain network
@@ -153,54 +256,15 @@ class LandmarkModule(L.LightningModule):
         Raises:
             ValueError: an unknown kind or key, or a network without ``feature_channels``.
         """
-        cfg = dict(cfg or {})
-        kind = cfg.pop("kind", "none")
-        if kind not in CONTEXT_KINDS:
-            raise ValueError(f"model.context.kind must be one of {CONTEXT_KINDS}, got {kind!r}")
+        kind, cfg = context_settings(cfg)
         if kind == "none":
             return None  # builds nothing, draws no random numbers: today's model exactly
-        unknown = set(cfg) - {"hidden", "layers", "heads", "dropout"}
-        if unknown:
-            raise ValueError(f"model.context: unknown key(s) {sorted(unknown)}; expected kind, hidden, layers, heads, "
-                             "dropout")
         channels = getattr(self.net, "feature_channels", None)
         if channels is None:
             raise ValueError(f"model.context={kind} needs the network's feature_channels; "
                              f"{type(self.net).__name__} does not set it")
-        try:
-            order = spinal_order(self.landmarks.names)
-        except ValueError:  # e.g. RSNA's left/right recesses: no vertical order, keep the set's own
-            order = None
-        return ContextHead(int(channels), self.classes.n_logits, kind, order=order,
+        return ContextHead(int(channels), self.classes.n_logits, kind, order=landmark_order(self.landmarks.names),
                            max_landmarks=max(32, len(self.landmarks)), **cfg)
-
-    def _rsna_metric(self, cfg: Mapping | None):
-        """The competition metric of an RSNA view, or None (see ``metrics``).
-
-        Raises:
-            ConfigError: asked for with a head or landmark set that does not give the three
-                severity probabilities of every landmark.
-        """
-        if not cfg:
-            return None
-        from spinectx.metrics.rsna import RSNAMetric
-
-        groups = self.landmarks.groups
-        if self.classes.mode != "multiclass" or any(len(g.exclusive) != 3 or g.flags for g in groups):
-            from spinectx.data.errors import ConfigError
-
-            raise ConfigError("the RSNA 2024 metric scores three severity probabilities per level: it needs "
-                              "model.class_head=multiclass (binary is the TianChi paper's head) and landmark groups "
-                              f"of three exclusive severities; got class_head={self.classes.mode} and "
-                              f"{[list(g.classes) for g in groups]}")
-        weights = groups[0].class_weights or (1.0, 2.0, 4.0)
-        return RSNAMetric(any_severe=cfg.get("view") == "spinal", radius_mm=float(cfg.get("radius_mm", 6.0)),
-                          class_weights=tuple(weights), severe_index=2)
-
-    @staticmethod
-    def severity_targets(tags: torch.Tensor) -> torch.Tensor:
-        """Multi-hot tags [B, K, C] of one exclusive class each → class index [B, K] (−1 = unlabelled)."""
-        return torch.where(tags.sum(-1) > 0, tags.argmax(-1), torch.full_like(tags[..., 0], -1, dtype=torch.long))
 
     # -- inference -------------------------------------------------------------------------
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -227,12 +291,13 @@ class LandmarkModule(L.LightningModule):
 
     @torch.no_grad()
     def predict_keypoints(self, image: torch.Tensor, output: torch.Tensor | None = None,
-                          features: torch.Tensor | None = None) -> Decoded:
+                          features: torch.Tensor | None = None, spacing: torch.Tensor | None = None) -> Decoded:
         """[B, C, H, W] → :class:`Decoded`: keypoints [B, K, 2] (x, y input px), scores [B, K],
         P(abnormal) [B, K] and class probabilities [B, K, C] (None for the binary head), with
         flip averaging when ``tta`` is on (each pass its own context-head output). ``output`` /
         ``features``: :meth:`forward_with_features` of ``image`` if already computed (with a
-        context head an ``output`` without its ``features`` is recomputed)."""
+        context head an ``output`` without its ``features`` is recomputed). ``spacing`` is not used
+        (a two-stage pair's mm-sized crops need it; one-stage models take it for the same call)."""
         if output is None or (self.context_head is not None and features is None):
             output, features = self.forward_with_features(image)
         size = tuple(image.shape[-2:])
@@ -270,58 +335,5 @@ class LandmarkModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         output, features = self.forward_with_features(batch["image"])
         losses = self._losses(batch, output, features)
-        decoded = self.predict_keypoints(batch["image"], output, features)
-        self.val_metric.update(decoded.keypoints, decoded.prob, batch["keypoints"], batch["annotated"],
-                               batch["labels"], batch["spacing"])
-        if self.rsna_metric is not None:
-            distance = landmark_distances_mm(decoded.keypoints, batch["keypoints"], batch["spacing"])
-            has_truth = batch["annotated"].bool() & torch.isfinite(batch["keypoints"]).all(-1)
-            distance = torch.where(has_truth, distance, torch.full_like(distance, float("nan")))
-            self.rsna_metric.update(decoded.class_prob[..., :3], self.severity_targets(batch["tags"]), distance)
+        self.update_val_metrics(self.predict_keypoints(batch["image"], output, features), batch)
         self.log("val/loss", losses["loss"], on_epoch=True, batch_size=batch["image"].shape[0], sync_dist=True)
-
-    def on_validation_epoch_end(self) -> None:
-        values = self.val_metric.compute()
-        self.val_metric.reset()
-        if self.rsna_metric is not None:
-            rsna = self.rsna_metric.compute()
-            self.rsna_metric.reset()
-            values.update({"logloss": rsna["logloss"], "rsna_score": rsna["score"], "hit_rate": rsna["hit_rate"]})
-            if "any_severe" in rsna:
-                values["any_severe"] = rsna["any_severe"]
-        self.log_dict({f"val/{k}": v.float() for k, v in values.items()}, prog_bar=False)
-        self.log("val_score", values["Score"], prog_bar=True, logger=False)
-
-    # ------------------------------------------------------------------ the training class prior
-    #: checkpoint key of the class frequencies of the training samples (:func:`class_prior`):
-    #: ``{"landmarks": [names], "classes": [[vocabulary] per landmark], "prior": [K, C]}``; what
-    #: a study-level prediction falls back to for a row it cannot predict
-    PRIOR_KEY = "spinectx_class_prior"
-
-    def on_fit_start(self) -> None:
-        from spinectx.data.dataset import class_prior
-
-        train_set = getattr(getattr(self.trainer, "datamodule", None), "train_set", None)
-        if train_set is not None and getattr(train_set, "records", None):
-            self.class_prior = class_prior(train_set.records, self.landmarks).tolist()
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        prior = getattr(self, "class_prior", None)
-        if prior is not None:
-            checkpoint[self.PRIOR_KEY] = {
-                "landmarks": list(self.landmarks.names),
-                "classes": [list(self.landmarks.groups[g].classes) for g in self.landmarks.group_of],
-                "prior": prior,
-            }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        stored = checkpoint.get(self.PRIOR_KEY)
-        if stored is not None:
-            self.class_prior = stored["prior"]
-
-    def configure_optimizers(self):
-        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
-        if not self.hparams.scheduler:
-            return optimizer
-        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

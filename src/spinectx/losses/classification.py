@@ -84,9 +84,14 @@ class GroupBalancedBCE(nn.Module):
         return group_balanced_bce(logit, labels, valid, self.groups)
 
 
-def multiclass_loss(logits: torch.Tensor, targets: ClassTargets, valid: torch.Tensor, classes: ClassCodec) -> torch.Tensor:
+def multiclass_loss(logits: torch.Tensor, targets: ClassTargets, valid: torch.Tensor, classes: ClassCodec,
+                    exclusive_losses: Sequence | None = None) -> torch.Tensor:
     """The multiclass class term (module docstring): logits [B, K, n_logits] at the true cells,
-    targets from ``classes.encode``, valid [B, K] bool → scalar (float32)."""
+    targets from ``classes.encode``, valid [B, K] bool → scalar (float32).
+
+    ``exclusive_losses``: one callable per landmark group, ``(logits [N, E], target [N]) → scalar``,
+    used instead of the class-balanced cross-entropy for the group's exclusive classes (e.g. the
+    seed's :class:`~spinectx.losses.focal.FocalLoss`)."""
     landmarks = classes.landmarks
     group_of = torch.as_tensor(landmarks.group_of, device=logits.device)
     terms = []
@@ -95,7 +100,10 @@ def multiclass_loss(logits: torch.Tensor, targets: ClassTargets, valid: torch.Te
         e = len(group.exclusive)
         labelled = in_group & (targets.exclusive >= 0)
         weights = None if group.class_weights is None else torch.tensor(group.class_weights, dtype=torch.float32)
-        term = class_balanced_ce(logits[labelled][:, :e], targets.exclusive[labelled], weights)
+        if exclusive_losses is not None:
+            term = exclusive_losses[gi](logits[labelled][:, :e], targets.exclusive[labelled])
+        else:
+            term = class_balanced_ce(logits[labelled][:, :e], targets.exclusive[labelled], weights)
         for fi in range(len(group.flags)):
             term = term + balanced_bce(logits[..., e + fi], targets.flags[..., e + fi], in_group)
         terms.append(term)

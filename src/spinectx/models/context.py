@@ -23,7 +23,7 @@ decoder can read them unchanged.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -120,6 +120,32 @@ def spinal_order(names: Sequence[str]) -> list[int]:
         raise ValueError(f"spinal_order: cannot place {unknown} along the spine (expected vertebrae like 'L3' or "
                          f"discs like 'L3-L4' / 'L3/L4'); give the order explicitly")
     return sorted(range(len(ranks)), key=lambda k: ranks[k])
+
+
+def context_settings(cfg: Mapping | None) -> tuple[str, dict]:
+    """``model.context`` (``{kind, hidden, layers, heads, dropout}``; None = ``none``) →
+    ``(kind, the other settings)``.
+
+    Raises:
+        ValueError: an unknown kind or key.
+    """
+    cfg = dict(cfg or {})
+    kind = cfg.pop("kind", "none")
+    if kind not in CONTEXT_KINDS:
+        raise ValueError(f"model.context.kind must be one of {CONTEXT_KINDS}, got {kind!r}")
+    unknown = set(cfg) - {"hidden", "layers", "heads", "dropout"}
+    if unknown:
+        raise ValueError(f"model.context: unknown key(s) {sorted(unknown)}; expected kind, hidden, layers, heads, dropout")
+    return kind, cfg
+
+
+def landmark_order(names: Sequence[str]) -> list[int] | None:
+    """:func:`spinal_order` of ``names``, or None (the set's own order) for sets without a vertical
+    order, e.g. RSNA's left/right recesses."""
+    try:
+        return spinal_order(names)
+    except ValueError:
+        return None
 
 
 class LevelContext(nn.Module):
