@@ -45,7 +45,7 @@ reproduce: install  ## the paper's ablations as sweeps (Tables 1-2, data fractio
 report: install  ## aggregate the three sweeps under logs/ -> reports/latest
 	$(BIN)/spinectx-report 'sweep=[logs/table1/sweep,logs/table2/sweep,logs/data_fraction/sweep]' out=reports/latest
 
-# make reproduce-rsna [SCALE=smoke|paper] [DATA_ROOT=/data/rsna-2024] [ARGS='model=hrnet hydra/launcher=slurm ...']
+# make reproduce-rsna [SCALE=smoke|paper] [DATA_ROOT=/data/rsna2024] [ARGS='model=hrnet hydra/launcher=slurm ...']
 # synthetic by default: the 200 studies of make demo-rsna (generated once into .cache/)
 RSNA_DATA_ARGS := $(if $(DATA_ROOT),data=rsna2024 data.root=$(abspath $(DATA_ROOT)),data.synthetic.studies=200)
 RSNA_SWEEP = logs/rsna/$(SCALE)$(if $(DATA_ROOT),_$(notdir $(abspath $(DATA_ROOT))),)

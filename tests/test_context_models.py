@@ -2,6 +2,7 @@
 family, codec and class head, on both datasets; ``model/context=none`` leaves today's models as
 they were."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,8 @@ def test_one_step_fit_reloads_and_predicts(tmp_path, synthetic_root, family, kin
     module = load_module(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", "cpu", tta=False)
     head = module.context_head
     assert isinstance(head, ContextHead) and head.context.kind == kind
+    complexity = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["complexity"]
+    assert complexity["context_params_M"] == round(sum(p.numel() for p in head.parameters()) / 1e6, 4) > 0
     assert head.context.order.tolist() == TIANCHI_ORDER  # TianChi's set order is not the spine's
     assert head.context.in_channels == module.net.feature_channels
     image = torch.rand(2, 1, 64, 64)

@@ -193,3 +193,13 @@ def test_rescale_and_monochrome1(synthetic_root, tmp_path):
     ds.save_as(tmp_path / "inverted.dcm")
     inv = read_frame(tmp_path / "inverted.dcm")
     np.testing.assert_allclose(inv, base.max() + base.min() - base)
+
+
+def test_window_indices_clamp_at_the_stack_ends():
+    from spinectx.data.dataset import window_indices
+
+    assert window_indices(0, 10, 3) == [0, 0, 1]
+    assert window_indices(9, 10, 3) == [8, 9, 9]
+    assert window_indices(4, 10, 5) == [2, 3, 4, 5, 6]
+    assert window_indices(4, 10, 1) == [4]
+    assert window_indices(0, 1, 3) == [0, 0, 0]

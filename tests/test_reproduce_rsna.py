@@ -118,3 +118,30 @@ def test_a_failed_job_is_named_by_its_root_cause_and_a_tianchi_job_as_such(tmp_p
     (job / ".hydra" / "config.yaml").write_text("data:\n  view: spinal\nmodel:\n  name: ccfnet\n")
     (job / "error.txt").write_text(chained)
     assert read_view_job(job).problem.startswith("failed: TypeError: f() got an unexpected keyword argument 'w'")
+
+
+def test_report_refuses_an_output_file_and_a_missing_data_root_before_any_work(tmp_path):
+    (tmp_path / "taken.csv").write_text("x")
+    proc = run("spinectx-report-rsna", f"sweep={tmp_path}", f"out={tmp_path / 'taken.csv'}", cwd=tmp_path, ok=False)
+    assert proc.returncode == 2 and "is a file" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run("spinectx-report-rsna", f"sweep={tmp_path}", f"out={tmp_path / 'r'}", f"data_root={tmp_path / 'nothere'}",
+               cwd=tmp_path, ok=False)
+    assert proc.returncode == 2 and "no such folder" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_copied_sweep_reads_its_own_best_checkpoint(tmp_path):
+    from spinectx.rsna_report import read_view_job
+
+    original, copy = tmp_path / "orig" / "job", tmp_path / "copy" / "job"
+    for job in (original, copy):
+        (job / ".hydra").mkdir(parents=True)
+        (job / "checkpoints").mkdir()
+        (job / ".hydra" / "config.yaml").write_text("data:\n  view: spinal\nmodel:\n  name: ccfnet\n")
+        (job / "split.json").write_text(json.dumps({"view": "spinal", "fold": 0, "held_out": ["1"], "data_root": str(tmp_path)}))
+        (job / "checkpoints" / "epoch003.ckpt").write_text("best")
+        (job / "checkpoints" / "last.ckpt").write_text("last")
+        # metrics.json was copied along: it names the original sweep's file
+        (job / "metrics.json").write_text(json.dumps({"evaluation": {"checkpoint": str(original / "checkpoints" / "epoch003.ckpt")}}))
+    assert read_view_job(copy).checkpoint == copy / "checkpoints" / "epoch003.ckpt"
+    (copy / "checkpoints" / "epoch003.ckpt").unlink()  # best gone: last.ckpt of this job, never the original's file
+    assert read_view_job(copy).checkpoint == copy / "checkpoints" / "last.ckpt"

@@ -162,19 +162,26 @@ def test_predict_command_takes_one_study_folder(checkpoints, synthetic_rsna_root
 
 
 @pytest.mark.parametrize("case", ["series_folder", pytest.param("wrong_view", marks=pytest.mark.slow), "tianchi_output",
-                                  pytest.param("unknown_view", marks=pytest.mark.slow)])  # each a ~20 s process
+                                  pytest.param("unknown_view", marks=pytest.mark.slow), "points_folder",
+                                  pytest.param("stage1_as_classifier", marks=pytest.mark.slow)])  # each a ~20 s process
 def test_predict_command_refuses_bad_rsna_input_cleanly(case, checkpoints, synthetic_rsna_root, tmp_path):
     root = synthetic_rsna_root
     study = sorted(p for p in (root / "train_images").iterdir() if p.is_dir())[0]
     args = {"ckpt": ckpt_arg(checkpoints), "input": f"input={root / 'train_images'}", "out": "output=s.csv"}
     expected = {"series_folder": "series folder", "wrong_view": "trained on the spinal view",
-                "tianchi_output": "give output=FILE.csv", "unknown_view": "unknown view"}[case]
+                "tianchi_output": "give output=FILE.csv", "unknown_view": "unknown view",
+                "points_folder": "is a folder", "stage1_as_classifier": "not a crop-classifier checkpoint"}[case]
     if case == "series_folder":
         args["input"] = f"input={next(p for p in study.iterdir() if p.is_dir())}"
     elif case == "wrong_view":
         args["ckpt"] = ckpt_arg({"foraminal": checkpoints["spinal"]})
     elif case == "tianchi_output":
         args["out"] = "output=p.json"
+    elif case == "points_folder":
+        (tmp_path / "pts").mkdir()
+        args["points"] = f"points={tmp_path / 'pts'}"
+    elif case == "stage1_as_classifier":
+        args["classifier"] = f"classifier_ckpt={{spinal: {checkpoints['spinal']}}}"
     else:
         args["ckpt"] = ckpt_arg({"spine": checkpoints["spinal"]})
     proc = run_predict(*args.values(), cwd=tmp_path, ok=False)

@@ -205,3 +205,15 @@ def test_spinectx_data_writes_the_rsna_report(case, tmp_path):
     assert set(first["points"][0]) == {"condition", "level", "series_id", "instance_number", "file", "slice_index",
                                        "coord", "severity", "pixel_spacing"}
     assert "problem:" in proc.stdout
+
+
+def test_ids_written_as_floats_are_read_as_integers(tmp_path):
+    """pandas writes an integer column that holds a NaN as floats: 1045646.0 is study 1045646."""
+    from spinectx.data.rsna import integer_id, read_series_descriptions
+
+    csv = tmp_path / "test_series_descriptions.csv"
+    csv.write_text("study_id,series_id,series_description\n1045646.0,802611296.0,Sagittal T1\n1045646,12,Axial T2\n")
+    problems: list[str] = []
+    assert read_series_descriptions(csv, problems) == {"1045646": {"802611296": "Sagittal T1", "12": "Axial T2"}}
+    assert not problems
+    assert [integer_id(v) for v in ("7.00", "7.5", "x.0", " 8 ")] == ["7", "7.5", "x.0", "8"]

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from spinectx.data.cache import normalise_intensity
+from spinectx.data.dataset import window_indices
 from spinectx.data.dicom import FrameRef, read_frame, read_headers
 from spinectx.data.errors import DataError
 from spinectx.data.records import layout_problem
@@ -86,7 +87,7 @@ def stack_input(slices, index: int, size: int, channels: int = 1,
         raise ValueError(f"slice index {index} outside a stack of {len(slices)} slices")
     centre = read(slices[index])
     planes, notes = [], []
-    for j in (min(max(index + d, 0), len(slices) - 1) for d in range(-(channels // 2), channels // 2 + 1)):
+    for j in window_indices(index, len(slices), channels):
         frame = centre
         if j != index:
             try:

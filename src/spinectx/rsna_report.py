@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from spinectx.data.errors import DataError
+from spinectx.data.errors import ConfigError, DataError
 from spinectx.data.rsna import VIEWS
 from spinectx.metrics.rsna import CLASSES, EPS, GROUPS, TERMS
 
@@ -88,11 +88,17 @@ def read_view_job(job_dir: Path) -> ViewJob:
         payload = json.loads(metrics_file.read_text())
         job.evaluation = dict(payload.get("evaluation") or {})
     best = job.evaluation.get("checkpoint")
-    candidates = [Path(best)] if best else []
+    # the job folder's own copy first (by file name): a copied or moved sweep must not read the
+    # original's files, nor fall back to last.ckpt while its best checkpoint is there
+    candidates = [job_dir / "checkpoints" / Path(best).name] if best else []
+    if best and Path(best).resolve().is_relative_to(job_dir.resolve()):
+        candidates.append(Path(best))  # saved elsewhere inside the job folder
     candidates.append(job_dir / "checkpoints" / "last.ckpt")
     job.checkpoint = next((c for c in candidates if c.is_file()), None)
     if job.checkpoint is None:
         job.problem = "no checkpoint"
+    elif best and job.checkpoint.name != Path(best).name:
+        log.warning("%s: its best checkpoint %s is gone; using %s", job_dir, Path(best).name, job.checkpoint)
     return job
 
 
@@ -256,6 +262,10 @@ def build_rsna_report(sweep: str | Path, out: str | Path, device: str = "cpu", t
     from spinectx.rsna_inference import Prediction, predict_studies, write_points
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out={out} is a file; give the folder the report goes to")
+    if data_root is not None and not Path(data_root).is_dir():
+        raise ConfigError(f"data_root={data_root}: no such folder (the Kaggle-layout folder the sweep trained on)")
     jobs = find_view_jobs(sweep)
     roots = sorted({str(j.data_root) for j in jobs if j.problem is None})
     if data_root is not None:

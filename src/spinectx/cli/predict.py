@@ -177,7 +177,7 @@ def predict_rsna(cfg: DictConfig, settings: dict) -> None:
     """RSNA mode of :func:`main` (module docstring)."""
     from pathlib import Path
 
-    from spinectx.data.errors import DataError
+    from spinectx.data.errors import ConfigError, DataError
     from spinectx.data.rsna_submission import write_submission
     from spinectx.inference import load_module
     from spinectx.rsna_inference import predict_studies, study_folders, write_points
@@ -186,13 +186,14 @@ def predict_rsna(cfg: DictConfig, settings: dict) -> None:
     checkpoints = rsna_checkpoints(cfg.ckpt_path)
     classifiers = rsna_checkpoints(cfg.classifier_ckpt, "classifier_ckpt") if cfg.get("classifier_ckpt") else {}
     if set(classifiers) - set(checkpoints):
-        from spinectx.data.errors import ConfigError
-
         raise ConfigError(f"classifier_ckpt: view(s) {sorted(set(classifiers) - set(checkpoints))} have no stage-1 "
                           "checkpoint in ckpt_path")
     study_folders(cfg.input)  # input problems before the models are loaded
     if cfg.get("series") and not Path(cfg.series).is_file():
-        raise DataError(cfg.series, "series descriptions CSV not found")
+        raise DataError(cfg.series, "series= must be the series descriptions CSV file (no such file)")
+    if cfg.get("points") and Path(cfg.points).is_dir():
+        raise ConfigError(f"points={cfg.points} is a folder; give the JSON file the points go to "
+                          f"(e.g. {cfg.points}/predictions.json)")
     modules = {}
     for view, path in checkpoints.items():
         module = load_module(path, device=settings["device"], tta=settings["tta"], classifier_ckpt=classifiers.get(view))

@@ -335,6 +335,9 @@ def train(cfg: DictConfig) -> dict:
                                     metrics=_plain(cfg.data.get("metrics")))
     complexity = (model.complexity(int(cfg.data.image_size)) if hasattr(model, "complexity")
                   else complexity_report(model.net, int(cfg.data.image_size)))
+    if getattr(model, "context_head", None) is not None:  # model/context=bilstm|transformer: counted on top
+        extra = sum(p.numel() for p in model.context_head.parameters()) / 1e6
+        complexity.update(context_params_M=round(extra, 4), params_M=round(complexity["params_M"] + extra, 4))
     log.info("%s %s msc=%s: %.2f M params, %.2f G MACs at 512² (paper convention)", cfg.model.name,
              cfg.model.backbone, cfg.model.msc, complexity["params_M"], complexity["flops_G"])
     loggers = build_loggers(cfg)

@@ -28,6 +28,14 @@ def record_targets(record: StudyRecord, landmarks: LandmarkSet) -> tuple[np.ndar
     return labels, tags
 
 
+def window_indices(centre: int, count: int, slices: int) -> list[int]:
+    """The 2.5-D input's slice indices: ``slices`` (odd) indices centred on ``centre`` in a stack of
+    ``count`` slices, clamped at the stack's ends (``window_indices(0, 10, 3) == [0, 0, 1]``).
+    Training (:class:`SpineDataset`) and prediction (:func:`spinectx.inference.stack_input`) share it."""
+    half, last = slices // 2, count - 1
+    return [min(max(centre + d, 0), last) for d in range(-half, half + 1)]
+
+
 def class_prior(records: list[StudyRecord], landmarks: LandmarkSet, pseudo_count: float = 1.0) -> np.ndarray:
     """Class frequencies of each landmark over ``records`` → [K, C] (C = ``landmarks.max_classes``,
     the group's vocabulary order; columns past a group's classes are 0): (count + ``pseudo_count``)
@@ -126,9 +134,8 @@ class SpineDataset(Dataset):
         image = self._load_slice(record, record.slices[centre], None)
         if self.slices == 1:
             return image
-        half, last = self.slices // 2, len(record.slices) - 1
         channels = [image if j == centre else self._load_slice(record, record.slices[j], image)
-                    for j in (min(max(centre + d, 0), last) for d in range(-half, half + 1))]
+                    for j in window_indices(centre, len(record.slices), self.slices)]
         return np.stack(channels)
 
     def raw_sample(self, i: int, image: np.ndarray | None = None) -> dict:

@@ -73,6 +73,14 @@ VIEWS = tuple(SERIES_OF_VIEW)
 SIDES = ("left", "right")
 
 
+def integer_id(value) -> str:
+    """A study or series id as written in the CSVs → its text, ``"1045646.0"`` → ``"1045646"`` (what
+    pandas writes for an integer column holding NaN); folder names and row ids use the integer form."""
+    text = str(value).strip()
+    head, dot, tail = text.partition(".")
+    return head if dot and head.isdigit() and tail and set(tail) == {"0"} else text
+
+
 def level_snake(level: str) -> str:
     """``"L4/L5"`` → ``"l4_l5"``."""
     return level.lower().replace("/", "_")
@@ -179,7 +187,7 @@ def _read_labels(root: Path, problems: list[str]) -> dict[str, dict[str, str | N
         problems.append(f"{path}: {len(absent)} label columns missing (left blank): {absent[:5]}")
     out: dict[str, dict[str, str | None]] = {}
     for i, row in enumerate(frame.to_dict("records")):
-        study = str(row["study_id"]).strip()
+        study = integer_id(row["study_id"])
         if not study:
             problems.append(f"{path}: line {i + 2}: empty study_id; row ignored")
             continue
@@ -218,7 +226,8 @@ def read_series_descriptions(path: str | Path, problems: list[str]) -> dict[str,
     out: dict[str, dict[str, str]] = defaultdict(dict)
     known = set(SERIES_OF_VIEW.values())
     for i, row in enumerate(frame.to_dict("records")):
-        study, series, desc = (str(row[k]).strip() for k in ("study_id", "series_id", "series_description"))
+        study, series = (integer_id(row[k]) for k in ("study_id", "series_id"))
+        desc = str(row["series_description"]).strip()
         if desc not in known:
             problems.append(f"{path}: line {i + 2}: study {study} series {series}: unknown series description "
                             f"{desc!r} (expected one of {sorted(known)})")
@@ -243,7 +252,7 @@ def _read_coordinates(root: Path, labels: dict, problems: list[str]) -> dict[str
     seen: dict[tuple[str, str, str], int] = {}
     for i, row in enumerate(frame.to_dict("records")):
         where = f"{path}: line {i + 2}"
-        study, series = str(row["study_id"]).strip(), str(row["series_id"]).strip()
+        study, series = integer_id(row["study_id"]), integer_id(row["series_id"])
         condition, level = str(row["condition"]).strip(), str(row["level"]).strip()
         if condition not in CONDITIONS:
             problems.append(f"{where}: unknown condition {condition!r} (expected one of {list(CONDITIONS)}); row ignored")

@@ -27,6 +27,7 @@ from hydra.utils import instantiate
 
 from spinectx.codecs.base import Decoded
 from spinectx.data.crops import crop_batch
+from spinectx.data.errors import ConfigError
 from spinectx.lit.module import SpineModuleBase, _plain, mirror_keypoints
 from spinectx.losses.classification import group_balanced_bce, multiclass_loss
 from spinectx.losses.focal import FocalLoss, seed_class_weights
@@ -111,15 +112,15 @@ class CropClassifierModule(SpineModuleBase):
         """Use ``module`` (a trained localiser) as stage 1; it must have this module's landmarks.
 
         Raises:
-            ValueError: a localiser of another landmark set, input size or slice count.
+            ConfigError (a ValueError): a localiser of another landmark set, input size or slice count.
         """
         if list(module.landmarks.names) != list(self.landmarks.names):
-            raise ValueError(f"stage 1 localises {list(module.landmarks.names)}, stage 2 classifies "
+            raise ConfigError(f"stage 1 localises {list(module.landmarks.names)}, stage 2 classifies "
                              f"{list(self.landmarks.names)}: train both on the same data / view")
         for key in ("input_size", "input_slices"):
             mine, theirs = self.hparams.get(key), module.hparams.get(key)
             if mine is not None and theirs is not None and int(mine) != int(theirs):
-                raise ValueError(f"stage 1 was trained with {key}={theirs}, stage 2 with {key}={mine}: both see the "
+                raise ConfigError(f"stage 1 was trained with {key}={theirs}, stage 2 with {key}={mine}: both see the "
                                  "same input (train stage 2 with the same data.image_size / data.slices)")
         for p in module.parameters():
             p.requires_grad_(False)
@@ -264,7 +265,8 @@ def load_two_stage(stage1_ckpt: str | Path, classifier_ckpt: str | Path, device:
 
     Raises:
         FileNotFoundError / CheckpointError: a checkpoint that is missing or unreadable (naming it).
-        ValueError: ``classifier_ckpt`` is not a crop classifier, or the two disagree on the landmarks.
+        ConfigError (a ValueError): ``classifier_ckpt`` is not a crop classifier, or the two disagree on
+            the landmarks, input size or slices.
     """
     from spinectx.checkpoint import read_checkpoint
     from spinectx.inference import load_module
@@ -273,7 +275,7 @@ def load_two_stage(stage1_ckpt: str | Path, classifier_ckpt: str | Path, device:
     if not path.is_file():
         raise FileNotFoundError(f"classifier checkpoint not found: {path}")
     if "crop_net" not in (read_checkpoint(path).get("hyper_parameters") or {}):  # read_checkpoint names a bad file
-        raise ValueError(f"{path}: not a crop-classifier checkpoint (train one with model=two_stage)")
+        raise ConfigError(f"classifier_ckpt={path}: not a crop-classifier checkpoint (train one with model=two_stage)")
     classifier = CropClassifierModule.load_from_checkpoint(path, map_location=device)
     if tta is not None:
         classifier.hparams.tta = bool(tta)
