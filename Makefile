@@ -54,17 +54,18 @@ reproduce-rsna: install  ## RSNA 2024: train the 3 views (multirun), predict hel
 	$(BIN)/spinectx-train --multirun experiment=rsna scale=rsna_$(SCALE) $(RSNA_DATA_ARGS) hydra.sweep.dir=$(RSNA_SWEEP) $(ARGS)
 	$(BIN)/spinectx-report-rsna sweep=$(RSNA_SWEEP) out=reports/rsna $(if $(DATA_ROOT),data_root=$(abspath $(DATA_ROOT)),)
 
-# make classifiers [TIANCHI_ROOT=DIR] [RSNA_ROOT=DIR] [ARGS=...]: issue 14's heads on the same folds, one-stage
-# heads first (the cell read-out job is stage 1 of the two-stage heads of its data, view and fold)
-CLS_TIANCHI = $(if $(TIANCHI_ROOT),data=tianchi data.root=$(abspath $(TIANCHI_ROOT)),data=synthetic)
-CLS_RSNA = $(if $(RSNA_ROOT),data=rsna2024 data.root=$(abspath $(RSNA_ROOT)),data=rsna2024_synthetic data.synthetic.studies=200) data.view=spinal,foraminal,subarticular scale=classifiers_rsna
+# make classifiers [TIANCHI_ROOT=DIR] [RSNA_ROOT=DIR] [SCALE=smoke|paper] [ARGS=...]: issue 14's heads on the same
+# folds, one-stage heads first (the cell read-out job is stage 1 of the two-stage heads of its data, view and fold)
+CLS_TIANCHI = $(if $(TIANCHI_ROOT),data=tianchi data.root=$(abspath $(TIANCHI_ROOT)),data=synthetic) scale=$(SCALE)
+CLS_RSNA = $(if $(RSNA_ROOT),data=rsna2024 data.root=$(abspath $(RSNA_ROOT)),data=rsna2024_synthetic data.synthetic.studies=200) \
+	data.view=spinal,foraminal,subarticular scale=$(if $(filter paper,$(SCALE)),rsna_paper,classifiers_rsna)
 
 classifiers: install  ## classification heads (cell, Bi-LSTM, transformer, two-stage DeepScoreNet / timm) on TianChi + RSNA views -> reports/classifiers
-	$(BIN)/spinectx-train --multirun experiment=classifiers $(CLS_TIANCHI) classifier=cell,bilstm,transformer hydra.sweep.dir=logs/classifiers/tianchi $(ARGS)
-	$(BIN)/spinectx-train --multirun experiment=classifiers $(CLS_TIANCHI) classifier=deepscorenet,timm_crop hydra.sweep.dir=logs/classifiers/tianchi $(ARGS)
-	$(BIN)/spinectx-train --multirun experiment=classifiers $(CLS_RSNA) classifier=cell,bilstm,transformer hydra.sweep.dir=logs/classifiers/rsna $(ARGS)
-	$(BIN)/spinectx-train --multirun experiment=classifiers $(CLS_RSNA) classifier=deepscorenet,timm_crop hydra.sweep.dir=logs/classifiers/rsna $(ARGS)
-	$(BIN)/spinectx-report sweep=[logs/classifiers/tianchi,logs/classifiers/rsna] out=reports/classifiers
+	$(BIN)/spinectx-train --multirun experiment=classifiers $(CLS_TIANCHI) classifier=cell,bilstm,transformer hydra.sweep.dir=logs/classifiers/$(SCALE)/tianchi $(ARGS)
+	$(BIN)/spinectx-train --multirun experiment=classifiers $(CLS_TIANCHI) classifier=deepscorenet,timm_crop hydra.sweep.dir=logs/classifiers/$(SCALE)/tianchi $(ARGS)
+	$(BIN)/spinectx-train --multirun experiment=classifiers $(CLS_RSNA) classifier=cell,bilstm,transformer hydra.sweep.dir=logs/classifiers/$(SCALE)/rsna $(ARGS)
+	$(BIN)/spinectx-train --multirun experiment=classifiers $(CLS_RSNA) classifier=deepscorenet,timm_crop hydra.sweep.dir=logs/classifiers/$(SCALE)/rsna $(ARGS)
+	$(BIN)/spinectx-report sweep=[logs/classifiers/$(SCALE)/tianchi,logs/classifiers/$(SCALE)/rsna] out=reports/classifiers
 
 bench: install  ## performance figures beside their references (~10 min) -> logs/bench/{bench.json,bench.md,bench_scaling.png}
 	$(BIN)/spinectx-bench $(ARGS)

@@ -171,6 +171,20 @@ def test_stage1_lookup_names_what_is_missing(tmp_path):
 
     with pytest.raises(ConfigError, match="run classifier=cell first"):
         stage1_checkpoint(str(tmp_path), str(tmp_path / "data"), None, 0)
+    # a finished cell job at 64 px: found at 64 px, not for a 128 px two-stage job, nor for a context job
+    for name, kind in (("cell", "none"), ("lstm", "bilstm")):
+        job = tmp_path / "sweep" / name
+        (job / ".hydra").mkdir(parents=True)
+        (job / ".hydra" / "config.yaml").write_text(f"data:\n  image_size: 64\nmodel:\n  name: ccfnet\n  context:\n    kind: {kind}\n")
+        (job / "split.json").write_text(json.dumps({"data_root": str(tmp_path / "data"), "view": None, "fold": 0}))
+        (job / "last.ckpt").write_text("weights")
+        (job / "metrics.json").write_text(json.dumps({"evaluation": {"checkpoint": str(job / "last.ckpt")}}))
+    sweep = str(tmp_path / "sweep")
+    assert stage1_checkpoint(sweep, str(tmp_path / "data"), None, 0, 64) == str((tmp_path / "sweep" / "cell" / "last.ckpt").resolve())
+    with pytest.raises(ConfigError, match="at 128 px"):
+        stage1_checkpoint(sweep, str(tmp_path / "data"), None, 0, 128)
+    with pytest.raises(ConfigError):
+        stage1_checkpoint(sweep, str(tmp_path / "data"), "spinal", 0, 64)
 
 
 def test_tiny_classifiers_sweep_and_report(tmp_path, synthetic_root):

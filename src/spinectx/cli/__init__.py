@@ -130,10 +130,11 @@ OmegaConf.register_new_resolver("spinectx.paper_batch_size", paper_batch_size, r
 
 
 @functools.lru_cache(maxsize=64)  # resolved several times per job (hash, instantiate, loggers)
-def stage1_checkpoint(sweep_dir: str, data_root: str, view: str | None, fold: int) -> str:
+def stage1_checkpoint(sweep_dir: str, data_root: str, view: str | None, fold: int, image_size: int | None = None) -> str:
     """The localiser checkpoint a two-stage job of a sweep classifies the points of: the finished
     one-stage job with the cell read-out (``model/context=none``) in ``sweep_dir`` trained on the
-    same data (``split.json``: root, view, fold), its checkpoint from ``metrics.json``
+    same data (``split.json``: root, view, fold) and, when given, ``data.image_size``, its checkpoint
+    from ``metrics.json``
     (``model.stage1_ckpt: ${spinectx.stage1_checkpoint:${hydra:sweep.dir},${data.root},…}`` in
     ``conf/classifier/``; ``make classifiers`` runs the one-stage heads first).
 
@@ -159,11 +160,15 @@ def stage1_checkpoint(sweep_dir: str, data_root: str, view: str | None, fold: in
             continue
         if Path(info.get("data_root", "")).resolve() != root or info.get("view") != view or int(info.get("fold", -1)) != int(fold):
             continue
+        size = OmegaConf.select(cfg, "data.image_size", throw_on_resolution_failure=False)
+        if image_size is not None and isinstance(size, int) and size != int(image_size):
+            continue
         checkpoint = (metrics.get("evaluation") or {}).get("checkpoint")
         if checkpoint and Path(checkpoint).is_file():
             return str(Path(checkpoint).resolve())
     raise ConfigError(f"no finished one-stage job with the cell read-out (classifier=cell) for data {root}"
-                      f"{f' view {view}' if view else ''} fold {fold} in {sweep_dir}: run classifier=cell first "
+                      f"{f' view {view}' if view else ''} fold {fold}{f' at {image_size} px' if image_size else ''} in "
+                      f"{sweep_dir}: run classifier=cell first "
                       "(make classifiers runs the one-stage heads, then the two-stage ones)")
 
 
