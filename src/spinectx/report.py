@@ -434,9 +434,12 @@ def build_report(sweep, out: str | Path, jobs: list[Job] | None = None) -> dict:
         sections.append("### Data fraction\n\n![Score vs fraction](data_fraction.png)\n")
     failed = [j for j in jobs if j.metrics is None]
     lines = [f"# Report of {', '.join(str(s) for s in sweeps)}", "", f"{len(jobs)} jobs: {len(jobs) - len(failed)} finished, {len(failed)} failed or unfinished."
-             + (f" {copies} more cells reused the results of an identical cell of another sweep (counted once)." if copies else ""), ""]
+             + (f" {copies} more cells reused the results of an identical cell of another sweep (counted once)." if copies else "")
+             + (f" Plus {len(classifier)} experiment=classifiers jobs ({sum(1 for j in classifier if j.get('metrics'))} "
+                "finished): classifiers.md." if classifier else ""), ""]
     lines += [f"- failed: `{j.path}`: {j.error}" for j in failed]
     lines += [f"- sweep folder not found (not run yet?): `{s}`" for s in absent]
     (out / "report.md").write_text("\n".join(lines) + "\n\n" + "\n".join(sections))
     written.append(out / "report.md")
-    return {"jobs": len(jobs), "finished": len(jobs) - len(failed), "failed": len(failed), "written": [str(p) for p in written]}
+    return {"jobs": len(jobs), "finished": len(jobs) - len(failed), "failed": len(failed),
+            "classifier_jobs": len(classifier), "written": [str(p) for p in written]}

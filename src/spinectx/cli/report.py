@@ -29,8 +29,9 @@ def main(cfg: DictConfig) -> None:
         summary = build_report(sweep, cfg.out)
     else:
         raise SystemExit("spinectx-report: give sweep=DIR|[DIR,...] (job folders) or wandb=ENTITY/PROJECT (online)")
-    log.info("%d jobs (%d finished, %d failed or unfinished); wrote %s", summary["jobs"], summary["finished"],
-             summary["failed"], ", ".join(summary["written"]))
+    log.info("%d jobs (%d finished, %d failed or unfinished)%s; wrote %s", summary["jobs"], summary["finished"],
+             summary["failed"], f" + {summary['classifier_jobs']} experiment=classifiers jobs" if summary.get("classifier_jobs") else "",
+             ", ".join(summary["written"]))
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="report_rsna")
