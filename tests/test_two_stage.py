@@ -210,3 +210,13 @@ def test_tiny_classifiers_sweep_and_report(tmp_path, synthetic_root):
     assert not (out / "table1.md").exists()  # the classifiers' cell job is not a paper cell
     rows = (out / "classifiers.csv").read_text().splitlines()
     assert len(rows) == 4 and rows[0].startswith("head,dataset,fold,C-Disc")
+
+
+def test_deepscorenet_batchnorm_momentum_is_a_setting_not_a_parameter(tmp_path):
+    from spinectx.models.deepscorenet import keras_parameter_count
+
+    _, suite = build(["model=two_stage"], tmp_path)
+    _, seed = build(["method=deepscorenet_seed"], tmp_path)
+    momenta = {m.momentum for m in suite.net.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert momenta == {0.1} and {m.momentum for m in seed.net.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.01}
+    assert keras_parameter_count(suite.net) == keras_parameter_count(seed.net)

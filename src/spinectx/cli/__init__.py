@@ -36,8 +36,8 @@ CONF_DIR = config_dir()
 JOB_DIRNAME_MAX = 120     # bytes; file systems allow 255 per path component
 JOB_DIRNAME_HASH = 12     # hex digits of the SHA-1 of the full override string
 _SAFE_DIRNAME = re.compile(r"[A-Za-z0-9_+~@,=][A-Za-z0-9._+~@,=-]*", re.ASCII)  # never starts with '-' or '.'
-#: the paper sweeps' axes: kept first in a shortened job folder name
-JOB_DIRNAME_AXES = ("method", "data.fold", "data.fraction")
+#: the sweeps' axes (paper tables, experiment=classifiers, RSNA views): kept first in a shortened job folder name
+JOB_DIRNAME_AXES = ("method", "classifier", "data.view", "data.fold", "data.fraction")
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._+~@,=-]+", re.ASCII)
 
 
@@ -54,8 +54,9 @@ def job_dirname(overrides: str) -> str:
     characters (``/`` included) made ``_``, leaving out what does not fit: path-valued items
     (holding ``/``) first, then the items with the longest keys (deep settings such as
     ``data.augment.bias_field_coef=0.2``), the longest items among equal keys. The sweep axes
-    (``JOB_DIRNAME_AXES``: ``method``, ``data.fold``, ``data.fraction``) are kept before any other
-    item, so cells of a sweep differ readably, not only by hash. A name never starts with ``-`` or
+    (``JOB_DIRNAME_AXES``: ``method``, ``classifier``, ``data.view``, ``data.fold``,
+    ``data.fraction``) are kept before any other item, so cells of a sweep differ readably, not
+    only by hash. A name never starts with ``-`` or
     ``.`` (leading ones are dropped from the short form). An empty string gives ``"no-overrides"``.
 
     Hydra writes a job's full overrides to ``<job dir>/.hydra/overrides.yaml``; spinectx finds

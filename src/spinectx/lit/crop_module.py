@@ -91,7 +91,7 @@ class CropClassifierModule(SpineModuleBase):
         crop_net = dict(crop_net)
         self.net = CropNet(len(self.landmarks), self.classes.n_logits, in_chans=int(input_slices),
                            arch=crop_net.get("arch", "deepscorenet"), context=context,
-                           order=landmark_order(self.landmarks.names),
+                           order=landmark_order(self.landmarks.names), bn_momentum=crop_net.get("bn_momentum"),
                            crop_size=self.out_size, pretrained_path=crop_net.get("pretrained_path"))
         self._stage1 = None
         self._warned_true_points = False

@@ -26,15 +26,18 @@ from spinectx.models.context import LevelContext, context_settings
 from spinectx.models.deepscorenet import DeepScoreNet
 
 
-def build_crop_model(arch: str, in_chans: int, num_classes: int, pretrained_path: str | None = None) -> nn.Module:
+def build_crop_model(arch: str, in_chans: int, num_classes: int, pretrained_path: str | None = None,
+                     bn_momentum: float | None = None) -> nn.Module:
     """``deepscorenet`` or a timm model name → a classifier [N, in_chans, S, S] → [N, num_classes]
-    with ``forward_features`` and ``forward_head(x, pre_logits=...)`` (timm's API).
+    with ``forward_features`` and ``forward_head(x, pre_logits=...)`` (timm's API). ``bn_momentum``:
+    DeepScoreNet's BatchNorm momentum (None: Keras' 0.99, i.e. 0.01).
 
     Raises:
         ValueError: an architecture that is neither ``deepscorenet`` nor a timm model.
     """
     if arch == "deepscorenet":
-        return DeepScoreNet(in_chans=in_chans, num_classes=num_classes)
+        return DeepScoreNet(in_chans=in_chans, num_classes=num_classes,
+                            **({} if bn_momentum is None else {"bn_momentum": float(bn_momentum)}))
     import timm
 
     if not timm.is_model(arch):
@@ -76,6 +79,7 @@ class CropNet(nn.Module):
         order: landmark indices top to bottom for the context (None: the set's own order).
         crop_size: S, only to probe the width of the crop model's features.
         pretrained_path: local weights of a timm crop model.
+        bn_momentum: DeepScoreNet's BatchNorm momentum (None: Keras' default, see DeepScoreNet).
 
     Raises:
         ValueError: an unknown context kind or key, or crop model.
@@ -83,12 +87,12 @@ class CropNet(nn.Module):
 
     def __init__(self, num_landmarks: int, num_classes: int, in_chans: int = 1, arch: str = "deepscorenet",
                  context: dict | None = None, order: Sequence[int] | None = None, crop_size: int = 32,
-                 pretrained_path: str | None = None):
+                 pretrained_path: str | None = None, bn_momentum: float | None = None):
         super().__init__()
         kind, context = context_settings(context)
         self.num_landmarks, self.num_classes, self.in_chans = int(num_landmarks), int(num_classes), int(in_chans)
         self.kind = kind
-        self.crop_model = build_crop_model(arch, self.in_chans, self.num_classes, pretrained_path)
+        self.crop_model = build_crop_model(arch, self.in_chans, self.num_classes, pretrained_path, bn_momentum)
         self.context = None
         if kind != "none":
             drop_classifier(self.crop_model)  # unused with a context: no idle weights (DDP, params, FLOPs)

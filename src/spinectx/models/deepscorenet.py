@@ -62,12 +62,12 @@ class ResidualStage(nn.Module):
     """``units`` × [ReLU → 3×3 conv → BN], then :func:`max_pool_same`, plus a 1×1 stride-2 conv
     shortcut of the stage input. [B, C_in, H, W] → [B, filters, ceil(H/2), ceil(W/2)]."""
 
-    def __init__(self, in_channels: int, filters: int, units: int):
+    def __init__(self, in_channels: int, filters: int, units: int, bn_momentum: float = BN_MOMENTUM):
         super().__init__()
         layers: list[nn.Module] = []
         for i in range(units):
             layers += [nn.ReLU(), nn.Conv2d(in_channels if i == 0 else filters, filters, 3, padding=1),
-                       nn.BatchNorm2d(filters, eps=BN_EPS, momentum=BN_MOMENTUM)]
+                       nn.BatchNorm2d(filters, eps=BN_EPS, momentum=bn_momentum)]
         self.body = nn.Sequential(*layers)
         self.shortcut = nn.Conv2d(in_channels, filters, 1, stride=2)
 
@@ -85,19 +85,23 @@ class DeepScoreNet(nn.Module):
     Args:
         in_chans: input channels (3: the seed's grey crop repeated, or three neighbouring slices).
         num_classes: output classes (3: normal/mild, moderate, severe).
+        bn_momentum: PyTorch BatchNorm momentum (Keras' 0.99 = 0.01, the default). The running
+            statistics then need thousands of steps to settle; a short schedule evaluates with
+            statistics that have hardly moved from their start (giant logits in eval mode), so the
+            suite's crop model config uses PyTorch's 0.1. Not a parameter: the counts do not change.
     """
 
-    def __init__(self, in_chans: int = 3, num_classes: int = 3):
+    def __init__(self, in_chans: int = 3, num_classes: int = 3, bn_momentum: float = BN_MOMENTUM):
         super().__init__()
         if in_chans < 1 or num_classes < 1:
             raise ValueError(f"DeepScoreNet needs in_chans >= 1 and num_classes >= 1, got {in_chans}, {num_classes}")
         self.in_chans = in_chans
         self.num_classes = num_classes
         self.stem = nn.Sequential(nn.Conv2d(in_chans, STEM_CHANNELS, 3, padding=1),
-                                  nn.BatchNorm2d(STEM_CHANNELS, eps=BN_EPS, momentum=BN_MOMENTUM), nn.ReLU())
+                                  nn.BatchNorm2d(STEM_CHANNELS, eps=BN_EPS, momentum=bn_momentum), nn.ReLU())
         stages, channels = [], STEM_CHANNELS
         for filters, units in STAGES:
-            stages.append(ResidualStage(channels, filters, units))
+            stages.append(ResidualStage(channels, filters, units, bn_momentum))
             channels = filters
         self.stages = nn.Sequential(*stages)
         self.num_features = channels
