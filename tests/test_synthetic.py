@@ -311,28 +311,36 @@ def test_landmarks_inside_image_and_on_structure(studies):
         assert np.all(steps > 0)
 
 
-def test_disc_contrast_on_t2(studies):
-    ratios_normal, ratios_degenerated = [], []
+def test_disc_contrast_on_t2_follows_desiccation_not_class(studies):
+    """A hydrated disc is brighter than the adjacent bodies on T2; a desiccated one (the optional
+    ``desiccation`` cue) is darker than every normal disc of its study; and a degenerated disc without
+    that cue stays bright, so T2 brightness alone cannot give the class (issue 14 §0)."""
+    ratios_normal, ratios_dark = [], []
+    bright_degenerated = 0
     for s in studies:
         t2 = s.annotated_frame
         verts = {v: _patch_mean(t2, s.landmarks[v].xy) for v in VERTEBRAE}
+        value, main = {}, {}
         for d in DISCS:
             lm = s.landmarks[d]
-            val = _patch_mean(t2, lm.xy)
-            upper, lower = d.split("-")
-            neighbours = [verts[v] for v in (upper, lower) if v in verts]
-            main = lm.tag.split(",")[0]
-            if main == "v1":  # hydrated disc brighter than the centres of the adjacent bodies
-                assert all(val > nb for nb in neighbours), (s.index, d, val, neighbours)
-                ratios_normal.append(val / np.mean(neighbours))
-            else:
-                ratios_degenerated.append(val / np.mean(neighbours))
-        normal = [_patch_mean(t2, s.landmarks[d].xy) for d in DISCS if s.landmarks[d].tag.startswith("v1")]
-        degen = [_patch_mean(t2, s.landmarks[d].xy) for d in DISCS if not s.landmarks[d].tag.startswith("v1")]
-        if normal and degen:
-            assert min(normal) > 1.5 * max(degen), s.index
-    assert ratios_normal and ratios_degenerated
-    assert np.mean(ratios_normal) > 1.6 and np.mean(ratios_degenerated) < 0.8
+            value[d] = _patch_mean(t2, lm.xy)
+            main[d] = lm.tag.split(",")[0]
+            neighbours = [verts[v] for v in d.split("-") if v in verts]
+            if main[d] == "v1":
+                assert all(value[d] > nb for nb in neighbours), (s.index, d, value[d], neighbours)
+                ratios_normal.append(value[d] / np.mean(neighbours))
+            elif "desiccation" in s.cues[d]:
+                ratios_dark.append(value[d] / np.mean(neighbours))
+        normal = [value[d] for d in DISCS if main[d] == "v1"]
+        dark = [value[d] for d in DISCS if main[d] != "v1" and "desiccation" in s.cues[d]]
+        if normal and dark:
+            assert min(normal) > max(dark), s.index
+        if normal:
+            bright_degenerated += sum(value[d] > 0.8 * np.mean(normal) for d in DISCS
+                                      if main[d] != "v1" and "desiccation" not in s.cues[d])
+    assert ratios_normal and ratios_dark
+    assert np.mean(ratios_normal) > 1.6 and np.mean(ratios_normal) > 2 * np.mean(ratios_dark)
+    assert bright_degenerated > 0
 
 
 def test_vertebra_landmark_is_marrow_on_t1(studies):
@@ -408,21 +416,60 @@ def test_degenerated_vertebrae_are_heterogeneous(studies):
         for v in VERTEBRAE:
             x, y = s.landmarks[v].coord
             win = t1[y - r : y + r + 1, x - r : x + r + 1]
-            cv[s.landmarks[v].tag].append(win.std() / win.mean())
+            if s.landmarks[v].tag == "v1" or "marrow" in s.cues[v]:  # the mottled-marrow cue
+                cv[s.landmarks[v].tag].append(win.std() / win.mean())
     assert cv["v1"] and cv["v2"]
     assert np.mean(cv["v2"]) > 1.5 * np.mean(cv["v1"])
 
 
-def test_osteophytes_only_on_degenerated_vertebrae(studies):
+def test_osteophytes_only_where_the_cue_is(studies):
+    seen = 0
     for s in studies:
         dy, dx = s.series["t2_sag"].pixel_spacing
         spur = s.label_map == LABELS["osteophyte"]
         for v in VERTEBRAE:
-            lm = s.landmarks[v]
-            if lm.tag == "v2":
-                assert _near(spur, lm.xy, 30 / dx) > 0, (s.index, v)
-        if all(t == "v1" for t in s.labels.vertebra.values()):
-            assert spur.sum() == 0
+            if "osteophyte" in s.cues[v]:
+                assert s.landmarks[v].tag == "v2", (s.index, v)
+                assert _near(spur, s.landmarks[v].xy, 30 / dx) > 0, (s.index, v)
+                seen += 1
+        if not any("osteophyte" in s.cues[b] for b in s.cues):
+            assert spur.sum() == 0, s.index
+    assert seen > 0
+
+
+def test_degeneration_cues_are_random_subsets():
+    """Issue 14 §0: a v2 vertebra shows a non-empty random subset of the cues (not always all, each
+    sometimes alone); a normal one none; degenerated discs sometimes neither dark nor low."""
+    from spinectx.data.synthetic.anatomy import DISC_CUES, VERTEBRA_CUES, build_spine, sample_acquisition
+
+    subsets, disc_subsets = Counter(), Counter()
+    for k in range(60):
+        labels = sample_labels(5, k)
+        rng = np.random.default_rng(k)
+        spine, _ = build_spine(rng, labels, sample_acquisition(rng))
+        for v in VERTEBRAE:
+            body = spine.bodies[v]
+            if body.cls == "v1":
+                assert body.cues == () and body.modic_sides == () and body.osteophytes == (), (k, v)
+            else:
+                assert body.cues and set(body.cues) <= set(VERTEBRA_CUES), (k, v, body.cues)
+                assert bool(body.modic_sides) == ("modic" in body.cues)
+                assert bool(body.osteophytes) == ("osteophyte" in body.cues)
+                subsets[body.cues] += 1
+        for d in DISCS:
+            disc = spine.discs[d]
+            if disc.cls != "v1":
+                disc_subsets[disc.cues] += 1
+                assert ("desiccation" in disc.cues) == (disc.desiccation >= 0.55), (k, d, disc.desiccation)
+            else:
+                assert disc.cues == () and disc.desiccation <= 0.4
+    n = sum(subsets.values())
+    assert n > 50
+    for cue in VERTEBRA_CUES:
+        assert subsets[(cue,)] > 0, cue  # each cue alone
+        assert sum(c for s_, c in subsets.items() if cue not in s_) > 0.3 * n, cue  # often absent
+    assert subsets[VERTEBRA_CUES] < 0.3 * n  # all three together is the exception
+    assert disc_subsets[()] > 0 and disc_subsets[DISC_CUES] > 0
 
 
 def test_lateral_slices_fade_but_neighbours_resemble_middle(studies):

@@ -75,6 +75,37 @@ TISSUE: dict[str, tuple[float, float]] = {
 
 _MATRICES = (320, 384, 416, 448, 512, 576, 640)
 
+#: The ways a degenerated (``v2``) vertebra shows (issue 14 §0): focal marrow signal change (mottled
+#: marrow), a Modic-like band along an endplate, corner osteophytes. Each is present with
+#: :data:`CUE_P`; a ``v2`` body always has at least one, and rarely all three.
+VERTEBRA_CUES = ("marrow", "modic", "osteophyte")
+#: Optional signs of a degenerated disc (``v2``–``v4``) beside its class's own shape (bulge, knob,
+#: herniation): a darker nucleus (desiccation) and a lower disc. Either, both or neither.
+DISC_CUES = ("desiccation", "height_loss")
+CUE_P = 0.5
+#: A normal (``v1``) disc is mildly desiccated with this probability: a distractor, as in ageing spines.
+P_NORMAL_DESICCATION = 0.15
+
+
+def draw_cues(rng: np.random.Generator, names: tuple[str, ...], p: float = CUE_P,
+              at_least_one: bool = True) -> tuple[str, ...]:
+    """Each of ``names`` independently with probability ``p`` (in ``names`` order); with ``at_least_one``
+    an empty draw is replaced by one cue drawn uniformly."""
+    present = tuple(c for c in names if rng.random() < p)
+    if not present and at_least_one:
+        present = (names[int(rng.integers(len(names)))],)
+    return present
+
+
+def mix_tissue(tissues: dict, hydrated: str, dark: str, desiccation: float):
+    """``tissues[hydrated]`` blended towards ``tissues[dark]`` by ``desiccation`` ∈ [0, 1]; works for the
+    (T1, T2) pairs of :func:`study_tissues` and for one-weighting dicts of floats alike."""
+    w = float(desiccation)
+    a, b = tissues[hydrated], tissues[dark]
+    if isinstance(a, tuple):
+        return tuple((1 - w) * x + w * y for x, y in zip(a, b))
+    return (1 - w) * a + w * b
+
 
 def study_tissues(rng: np.random.Generator) -> dict[str, tuple[float, float]]:
     """``TISSUE`` with every (T1, T2) intensity jittered by ±10 % for one study (air fixed at 0.012)."""
@@ -152,6 +183,7 @@ class Body:
     modic_type: int = 2
     modic_band: float = 4.0
     osteophytes: tuple[tuple[int, float, float, float], ...] = ()  # (side, length, width, angle)
+    cues: tuple[str, ...] = ()  # which of VERTEBRA_CUES this body shows
 
 
 @dataclass
@@ -168,6 +200,8 @@ class Disc:
     bulge: float
     lat: float
     nucleus_shift: float = 0.0
+    desiccation: float = 0.0  # 0: hydrated (annulus_n / nucleus_n) … 1: dark (annulus_d / nucleus_d)
+    cues: tuple[str, ...] = ()  # which of DISC_CUES this disc shows
 
 
 @dataclass
@@ -265,16 +299,16 @@ def build_spine(rng: np.random.Generator, labels: StudyLabels, acq: Acquisition)
     halves = {n: hb * f * uniform(rng, 0.97, 1.03) for n, f in zip(BODIES, _BODY_H)}
     depths = {n: wb * f * uniform(rng, 0.97, 1.03) for n, f in zip(BODIES, _BODY_W)}
     disc_h: dict[str, float] = {}
+    disc_cues: dict[str, tuple[str, ...]] = {}
     for name, f in zip(JOINTS, _DISC_H + (0, 0, 0)):
         if name.startswith("S"):
             disc_h[name] = uniform(rng, 1.6, 2.4)
             continue
         cls = labels.disc[name]
         h = hd0 * f * uniform(rng, 0.93, 1.07)
-        if cls == "v2":
-            h *= uniform(rng, 0.6, 0.78)
-        elif cls in ("v3", "v4"):
-            h *= uniform(rng, 0.65, 0.85)
+        disc_cues[name] = draw_cues(rng, DISC_CUES, at_least_one=False) if cls != "v1" else ()
+        if "height_loss" in disc_cues[name]:
+            h *= uniform(rng, 0.62, 0.85)
         disc_h[name] = max(h, 3.0)
 
     # canonical chain: u posterior, v feet; t = (sin psi, cos psi), n = (cos psi, -sin psi)
@@ -325,18 +359,21 @@ def build_spine(rng: np.random.Generator, labels: StudyLabels, acq: Acquisition)
         if name.startswith("S"):
             b.marrow = "marrow_sacrum"
             b.tex_amp = 0.05
-        elif cls == "v2":
-            b.tex_amp = uniform(rng, 0.16, 0.26)
-            u = rng.random()
-            b.modic_sides = (-1,) if u < 0.3 else (1,) if u < 0.6 else (-1, 1)
-            b.modic_type = 1 if rng.random() < 0.4 else 2
-            b.modic_band = uniform(rng, 3.0, 5.0)
-            u = rng.random()
-            sides = (-1,) if u < 0.3 else (1,) if u < 0.6 else (-1, 1)
-            b.osteophytes = tuple(
-                (s, uniform(rng, 6.5, 10.0), uniform(rng, 3.4, 4.6), math.radians(uniform(rng, 40, 62)))
-                for s in sides
-            )
+        elif cls == "v2":  # a random, non-empty subset of the cues, each milder than a textbook case
+            b.cues = draw_cues(rng, VERTEBRA_CUES)
+            b.tex_amp = uniform(rng, 0.11, 0.2) if "marrow" in b.cues else uniform(rng, 0.02, 0.06)
+            if "modic" in b.cues:
+                u = rng.random()
+                b.modic_sides = (-1,) if u < 0.4 else (1,) if u < 0.8 else (-1, 1)
+                b.modic_type = 1 if rng.random() < 0.4 else 2
+                b.modic_band = uniform(rng, 2.5, 4.5)
+            if "osteophyte" in b.cues:
+                u = rng.random()
+                sides = (-1,) if u < 0.4 else (1,) if u < 0.8 else (-1, 1)
+                b.osteophytes = tuple(
+                    (s, uniform(rng, 5.0, 9.0), uniform(rng, 3.0, 4.2), math.radians(uniform(rng, 40, 62)))
+                    for s in sides
+                )
         else:
             b.tex_amp = uniform(rng, 0.02, 0.05)
         bodies[name] = b
@@ -353,6 +390,13 @@ def build_spine(rng: np.random.Generator, labels: StudyLabels, acq: Acquisition)
             bulge = uniform(rng, 2.2, 4.0)
         d = Disc(joint, frame(joint), up, lo, wd, disc_h[joint], cls, bulge, lat_body + 1.0,
                  uniform(rng, -0.1, 0.12))
+        d.cues = disc_cues.get(joint, ())
+        if "desiccation" in d.cues:
+            d.desiccation = uniform(rng, 0.55, 1.0)
+        elif cls == "v1" and rng.random() < P_NORMAL_DESICCATION:
+            d.desiccation = uniform(rng, 0.15, 0.4)
+        elif cls not in ("v1", "remnant"):
+            d.desiccation = uniform(rng, 0.0, 0.3)
         discs[joint] = d
         if cls == "v2":  # broad, shallow dome over (and a little beyond) the posterior disc height
             dpsi = psi[BODIES[i + 1]] - psi[BODIES[i]]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .anatomy import Disc, Hernia, Spine
+from .anatomy import Disc, Hernia, Spine, mix_tissue
 from .seeding import noise, uniform
 from .shapes import ellipse_dist, smooth_field, soft
 
@@ -83,9 +83,9 @@ def render_axial(rng: np.random.Generator, shape: tuple[int, int], spacing: tupl
     d_out = ellipse_dist(xx2, yy2, lb + bulge, wd + bulge)
     notch = -ellipse_dist(xx2, yy2 - (wd + 6.0), wc * 0.9, 7.0)
     a_d = soft(d_out if cls == "v2" else np.minimum(d_out, notch), e)
-    normal = cls == "v1"
-    put(a_d, T2["annulus_n" if normal else "annulus_d"])
-    put(soft(ellipse_dist(xx2, yy2, 0.62 * lb, 0.55 * wd), 3 * e) * a_d, T2["nucleus_n" if normal else "nucleus_d"])
+    put(a_d, mix_tissue(T2, "annulus_n", "annulus_d", disc.desiccation))
+    put(soft(ellipse_dist(xx2, yy2, 0.62 * lb, 0.55 * wd), 3 * e) * a_d,
+        mix_tissue(T2, "nucleus_n", "nucleus_d", disc.desiccation))
     if hernia is not None and hernia.kind != "bulge":
         a_h = soft(ellipse_dist(xx2 - hernia.x0 * 1.5, yy2 - (wd - 1), 6.0 if hernia.kind == "v3" else 9.0,
                                   hernia.depth + 1), e) * soft(yy2 - (wd - 3.0), e)

@@ -381,7 +381,7 @@ def _axial_block_series(geo: np.random.Generator, pix: np.random.Generator, role
             recess = tuple(tr["recess_normal"] + (tr["recess"][s] - tr["recess_normal"]) * w for s in ("left", "right"))
             sec = AxialSection(through_disc=through_disc, disc_w=disc.w, lat_body=spine.lat_body, canal_half_width=wc,
                                canal_ap=ap, canal_ap_normal=tr["canal_depth_normal"],
-                               centre_depth=disc.w + bulge + ap / 2, bulge=bulge, hydrated=look.disc[disc.name] == "v1",
+                               centre_depth=disc.w + bulge + ap / 2, bulge=bulge, hydrated=disc.desiccation < 0.5,
                                recess=recess, recess_x=0.62 * wc + 1.0, recess_y=0.0)
             centre = tr["canal_point"] + a * normal
             ipp = np.round(centre - c0 * dxa * iop[:3] - r0 * dxa * iop[3:], 4)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .anatomy import LABELS, Acquisition, Spine, project_to_curve
+from .anatomy import LABELS, Acquisition, Spine, mix_tissue, project_to_curve
 from .seeding import noise, uniform
 from .shapes import Canvas, Frame, Grid, Patch, ellipse_dist, make_patch, smooth_field, soft, superellipse_dist
 
@@ -291,9 +291,8 @@ class SagittalRenderer:
             if dsc.cls == "remnant":
                 cv.blend(p.sl, alpha, tis["remnant"][0], tis["remnant"][1])
                 continue
-            normal = dsc.cls == "v1"
-            ann = tis["annulus_n" if normal else "annulus_d"]
-            nuc = tis["nucleus_n" if normal else "nucleus_d"]
+            ann = mix_tissue(tis, "annulus_n", "annulus_d", dsc.desiccation)
+            nuc = mix_tissue(tis, "nucleus_n", "nucleus_d", dsc.desiccation)
             cv.blend(p.sl, alpha, ann[0], ann[1], LABELS["disc"])
             bn = np.float32(dsc.nucleus_shift * wd)
             r2 = ((b - bn) * np.float32(1.0 / (0.55 * wd))) ** 2 + an2 * np.float32(1.0 / 0.72**2)

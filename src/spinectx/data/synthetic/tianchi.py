@@ -9,12 +9,17 @@ Every study is the parametric phantom of :mod:`.anatomy` rendered on a sagittal 
 frame is the middle slice of the T2 sagittal series. Each landmark class has its own visible
 appearance (SPEC §1):
 
-* vertebra ``v1`` homogeneous marrow; ``v2`` mottled marrow + Modic-like band along the endplate(s)
-  + anterior osteophyte(s);
-* disc ``v1`` bright (hydrated) on T2 with a brighter nucleus; ``v2`` dark, low, posterior margin
-  bulging 2–4 mm over the whole height; ``v3`` dark + focal 4–6 mm knob into the canal; ``v4`` dark +
-  6–10 mm herniation migrating up or down the canal; ``v5`` (extra tag) Schmorl's node: a pit of disc
-  signal with a dark rim in the adjacent endplate.
+* vertebra ``v1`` homogeneous marrow; ``v2`` a random non-empty subset of three subtle cues
+  (:data:`~.anatomy.VERTEBRA_CUES`, each with probability 1/2): mottled marrow, a 2.5–4.5 mm Modic-like
+  band along one or both endplates, 5–9 mm corner osteophyte(s);
+* disc ``v1`` bright (hydrated) on T2 with a brighter nucleus (15 % of them mildly desiccated, a
+  distractor); ``v2`` posterior margin bulging 2–4 mm over the whole height; ``v3`` a focal 4–6 mm knob
+  into the canal; ``v4`` a 6–10 mm herniation migrating up or down the canal. A degenerated disc
+  (``v2``–``v4``) is also dark (desiccated) and/or low, each with probability 1/2
+  (:data:`~.anatomy.DISC_CUES`), so brightness alone does not give the class. ``v5`` (extra tag)
+  Schmorl's node: a pit of disc signal with a dark rim in the adjacent endplate.
+
+``SyntheticStudy.cues`` names the cues each landmark shows, for tests and overlays.
 
 Determinism: study ``k`` depends only on ``(seed, k)`` (:mod:`.seeding`), so ``workers > 1`` writes
 byte-identical files.
@@ -93,6 +98,7 @@ class SyntheticStudy:
     annotated_role: str
     annotated_index: int  # zIndex of the annotated frame in its series
     label_map: np.ndarray  # uint8 LABELS codes of the annotated frame
+    cues: dict[str, tuple[str, ...]]  # landmark → the degeneration cues it shows (VERTEBRA_CUES / DISC_CUES)
 
     @property
     def annotated_frame(self) -> np.ndarray:
@@ -309,6 +315,7 @@ def render_study(
         annotated_role="t2_sag",
         annotated_index=mid,
         label_map=label_map,
+        cues={**{n: b.cues for n, b in spine.bodies.items()}, **{n: d.cues for n, d in spine.discs.items()}},
     )
 
 
