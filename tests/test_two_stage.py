@@ -85,6 +85,8 @@ def test_mm_crops_follow_the_spacing(tmp_path):
 def test_seed_recipe_composes_to_focal_sgd_and_weights_from_the_training_frequencies(tmp_path):
     cfg, module = build(["method=deepscorenet_seed"], tmp_path)
     assert cfg.model.optimizer._target_ == "torch.optim.SGD" and cfg.model.optimizer.lr == 1e-3
+    assert cfg.data.sampler.kind == "class_balanced" and cfg.data.sampler.seed == cfg.seed  # the seed's oversampling
+    assert build(["model=two_stage"], tmp_path)[0].data.sampler.kind == "none"
     assert cfg.model.optimizer.momentum == 0.9 and cfg.model.scheduler is None
     assert module.loss_kind == "focal" and module.gamma == 3.0
     assert type(module.net.crop_model).__name__ == "DeepScoreNet"
@@ -115,6 +117,99 @@ def stages(tmp_path_factory, synthetic_root):
     train(cfg2)
     metrics2 = json.loads((Path(cfg2.paths.output_dir) / "metrics.json").read_text())
     return stage1, metrics2["evaluation"]["checkpoint"], metrics2
+
+
+@pytest.fixture(scope="module")
+def mm_classifier(stages, tmp_path_factory, synthetic_root):
+    """A DeepScoreNet stage 2 with 24 mm crops, trained by the seed's recipe (oversampling on) for a
+    few steps on the ``stages`` localiser's points."""
+    tmp = tmp_path_factory.mktemp("two_stage_mm")
+    cfg = make_cfg(tmp, synthetic_root, ["method=deepscorenet_seed", f"model.stage1_ckpt={stages[0]}",
+                                         "model.crop.size_px=null", "model.crop.size_mm=24", "trainer.max_epochs=1",
+                                         "+trainer.limit_train_batches=2", "overlay_studies=0"])
+    train(cfg)
+    return json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["evaluation"]["checkpoint"]
+
+
+def test_input_spacing_is_the_frame_spacing_through_the_resize():
+    from spinectx.data.errors import DataError
+    from spinectx.inference import input_spacing
+
+    torch.testing.assert_close(input_spacing((0.5, 0.8), (100, 80), 64), torch.tensor([0.5 * 100 / 64, 0.8 * 80 / 64]))
+    for bad in (None, (0.5,), (0.0, 1.0), (float("nan"), 1.0)):
+        with pytest.raises(DataError, match="a.dcm: PixelSpacing .* a classifier with crops in mm needs it"):
+            input_spacing(bad, (100, 80), 64, "a.dcm")
+
+
+def test_rsna_slices_hand_a_mm_classifier_their_spacing():
+    """predict_slices gives a classifier with ``size_mm`` each slice's (dy, dx) mm per input pixel;
+    a slice without PixelSpacing is a DataError naming its file."""
+    import numpy as np
+
+    from spinectx.codecs.base import Decoded
+    from spinectx.data.dicom import SliceHeader
+    from spinectx.data.errors import DataError
+    from spinectx.rsna_inference import predict_slices
+
+    class Pair:  # what predict_slices needs of a two-stage pair
+        hparams = {"input_size": 32, "input_slices": 1}
+        device = torch.device("cpu")
+        size_mm = 24.0
+        seen = []
+
+        def predict_keypoints(self, image, spacing=None):
+            self.seen.append(spacing)
+            b = image.shape[0]
+            return Decoded(torch.zeros(b, 5, 2), torch.zeros(b, 5), torch.zeros(b, 5), torch.full((b, 5, 3), 1 / 3))
+
+    def header(i, spacing, rows=64, cols=48):
+        return SliceHeader(f"s{i}.dcm", "1", "2", str(i), "Sagittal T1", 1, i, None, None, None, None, spacing,
+                           rows, cols)
+
+    slices = [header(0, (0.5, 0.75)), header(1, (0.6, 0.9))]
+    pair = Pair()
+    predict_slices(pair, slices, [1, 0], read=lambda ref: np.zeros((64, 48), np.float32))
+    torch.testing.assert_close(pair.seen[0], torch.tensor([[0.6 * 2, 0.9 * 1.5], [0.5 * 2, 0.75 * 1.5]]))
+    with pytest.raises(DataError, match="s2.dcm: PixelSpacing"):
+        predict_slices(pair, [header(2, None)], [0], read=lambda ref: np.zeros((64, 48), np.float32))
+    Pair.size_mm = None  # crops in px: no spacing
+    predict_slices(pair, slices, [0], read=lambda ref: np.zeros((64, 48), np.float32))
+    assert pair.seen[-1] is None
+
+
+def test_predict_with_a_mm_classifier_is_stage_1_then_stage_2_at_the_input_spacing(stages, mm_classifier,
+                                                                                  synthetic_root, tmp_path):
+    """spinectx-predict (no longer refusing mm crops) = stage 1, then stage 2 with the frame's
+    PixelSpacing scaled to the 64 px input, by hand; another spacing gives other probabilities."""
+    from spinectx.inference import find_targets, frame_to_input, read_target
+
+    stage1_ckpt = stages[0]
+    study = next(p for p in Path(synthetic_root, "lumbar_train").iterdir() if p.is_dir())
+    out = tmp_path / "mm.json"
+    run("spinectx.cli.predict", f"ckpt_path={stage1_ckpt}", f"classifier_ckpt={mm_classifier}", f"input={study}",
+        f"output={out}", cwd=tmp_path)
+    points = json.loads(out.read_text())[0]["data"][0]["annotation"][0]["data"]["point"]
+
+    stage1 = LandmarkModule.load_from_checkpoint(stage1_ckpt, map_location="cpu").eval()
+    stage2 = CropClassifierModule.load_from_checkpoint(mm_classifier, map_location="cpu").eval()
+    assert stage2.size_mm == 24
+    (target,), _ = find_targets(study)
+    frame, _ = read_target(target)
+    image = frame_to_input(frame, 64)[None]
+    h, w = frame.shape
+    spacing = torch.tensor([[target.pixel_spacing[0] * h / 64, target.pixel_spacing[1] * w / 64]])
+    with torch.no_grad():
+        located = stage1.predict_keypoints(image)
+        prob, class_prob = stage2.classify(image, located.keypoints, spacing)
+        other, _ = stage2.classify(image, located.keypoints, spacing * 2)
+    by_name = {p["tag"]["identification"]: p for p in points}
+    got = torch.tensor([by_name[name]["prob"] for name in stage2.landmarks.names])
+    torch.testing.assert_close(got, prob[0], atol=1e-5, rtol=0)
+    for k, name in enumerate(stage2.landmarks.names):
+        classes = stage2.landmarks.group(name).classes
+        torch.testing.assert_close(torch.tensor([by_name[name]["probs"][c] for c in classes]),
+                                   class_prob[0, k, :len(classes)], atol=1e-5, rtol=0)
+    assert (other - prob).abs().max() > 1e-4  # the spacing matters: a wrong one is caught
 
 
 def test_two_stage_prediction_is_stage_1_then_stage_2(stages, synthetic_root):

@@ -103,6 +103,23 @@ def stack_input(slices, index: int, size: int, channels: int = 1,
     return torch.stack(planes), tuple(centre.shape), notes
 
 
+def input_spacing(pixel_spacing, frame_hw: tuple[int, int], size: int, where: str | Path = "") -> torch.Tensor:
+    """mm per pixel of the network input: the frame's PixelSpacing (dy, dx) mm scaled by the resize
+    of its [H, W] frame to ``size`` × ``size`` → float32 [2] (dy · H / S, dx · W / S), as the
+    validation transform gives a sample's ``spacing``.
+
+    Raises:
+        DataError: ``pixel_spacing`` missing, not two numbers, not finite or not > 0 (naming
+            ``where``, the file).
+    """
+    values = np.asarray(pixel_spacing if pixel_spacing is not None else (), dtype=np.float64).reshape(-1)
+    if values.size != 2 or not np.isfinite(values).all() or not (values > 0).all():
+        raise DataError(where, f"PixelSpacing (0028,0030) is {pixel_spacing!r}, not two positive numbers (mm): "
+                               "a classifier with crops in mm needs it")
+    h, w = frame_hw
+    return torch.tensor([values[0] * h / size, values[1] * w / size], dtype=torch.float32)
+
+
 def input_to_frame(keypoints: np.ndarray, frame_hw: tuple[int, int], size: int) -> np.ndarray:
     """Keypoints [K, 2] (x, y) in input pixels → pixels of the [H, W] frame (inverse resize)."""
     h, w = frame_hw
@@ -123,6 +140,7 @@ class Target:
     z_index: int | None
     frame: int | None = None
     spares: tuple[FrameRef, ...] = ()  # other files holding the same image, tried when this one fails
+    pixel_spacing: tuple[float, float] | None = None  # (dy, dx) mm of the frame, from its header
 
     @property
     def ref(self) -> FrameRef:
@@ -133,7 +151,7 @@ def _target(stack: Stack, z: int) -> Target:
     h = stack.slices[z]
     spares = tuple(d.ref for d in stack.duplicates.get(h.key, []))
     return Target(h.path, h.study_uid, h.series_uid, h.instance_uid, h.frame if h.frame is not None else z, h.frame,
-                  spares)
+                  spares, h.pixel_spacing)
 
 
 def read_target(target: Target) -> tuple[np.ndarray, list[str]]:
@@ -171,7 +189,8 @@ def target_of_file(path: Path) -> tuple[Target, list[str]]:
         problems = []
         if plane_of(h.orientation) not in ("sagittal", "unknown"):
             problems.append(f"{path}: a {plane_of(h.orientation)} image, predicted as given (the models are trained on sagittal frames)")
-        return Target(str(path), h.study_uid, h.series_uid, h.instance_uid, None), problems
+        target = Target(str(path), h.study_uid, h.series_uid, h.instance_uid, None, pixel_spacing=h.pixel_spacing)
+        return target, problems
     index = StudyIndex(folder=str(path), study_uid=headers[0].study_uid, stacks=group_stacks(headers))
     target = target_of_study(index)
     return target, [f"{path}: multi-frame file of {len(headers)} frames; frame {target.frame} (the middle of its "
@@ -226,16 +245,21 @@ def predict_targets(module, targets: list[Target], batch_size: int = 8,
                     input_size: int | None = None) -> tuple[list[StudyPrediction], list[str]]:
     """Predict each target's keypoints (frame pixels), P(abnormal) and, for a multiclass head, the
     class probabilities [K, C] (``StudyPrediction.class_prob``; None for the binary head);
-    undecodable frames are skipped and listed in the returned problems."""
+    undecodable frames are skipped and listed in the returned problems. A two-stage pair whose
+    crops are in mm (``module.size_mm``) gets each input's pixel spacing (:func:`input_spacing`);
+    a target without a usable PixelSpacing is then skipped and listed."""
     size = int(input_size or module.hparams.get("input_size") or 0)
     if size <= 0:
         raise ValueError("the checkpoint does not record its input size: pass input_size=")
+    needs_spacing = getattr(module, "size_mm", None) is not None
     predictions, problems = [], []
     for start in range(0, len(targets), batch_size):
-        chunk, images, shapes = [], [], []
+        chunk, images, shapes, spacings = [], [], [], []
         for t in targets[start:start + batch_size]:
             try:
                 frame, notes = read_target(t)
+                if needs_spacing:
+                    spacings.append(input_spacing(t.pixel_spacing, frame.shape, size, t.path))
                 problems.extend(notes)
             except DataError as exc:
                 problems.append(f"{exc}; study {t.study_uid} not predicted")
@@ -245,7 +269,8 @@ def predict_targets(module, targets: list[Target], batch_size: int = 8,
             images.append(frame_to_input(frame, size))
         if not chunk:
             continue
-        decoded = module.predict_keypoints(torch.stack(images).to(module.device))
+        spacing = torch.stack(spacings).to(module.device) if needs_spacing else None
+        decoded = module.predict_keypoints(torch.stack(images).to(module.device), spacing=spacing)
         for i, t in enumerate(chunk):
             keypoints = input_to_frame(decoded.keypoints[i].float().cpu().numpy(), shapes[i], size)
             class_prob = None if decoded.class_prob is None else decoded.class_prob[i].float().cpu().numpy()

@@ -31,7 +31,7 @@ from spinectx.data.errors import DataError
 from spinectx.data.geometry import nearest_slice, patient_side, pixel_to_patient
 from spinectx.data.rsna import LEVELS, SERIES_OF_VIEW, level_snake
 from spinectx.data.study import index_subfolders
-from spinectx.inference import input_to_frame, stack_input
+from spinectx.inference import input_spacing, input_to_frame, stack_input
 
 
 @dataclass
@@ -85,7 +85,8 @@ def predict_slices(module, slices, indices, read=read_frame, batch: int = BATCH)
     index, in the order given.
 
     Raises:
-        DataError: a slice does not decode, or the checkpoint's head is not multiclass.
+        DataError: a slice does not decode, the checkpoint's head is not multiclass, or (crops in
+            mm) a slice has no usable PixelSpacing.
     """
     size = int(module.hparams.get("input_size") or 0)
     channels = int(module.hparams.get("input_slices") or 1)
@@ -95,8 +96,12 @@ def predict_slices(module, slices, indices, read=read_frame, batch: int = BATCH)
         chunk = indices[start:start + batch]
         prepared = [stack_input([h.ref for h in slices], i, size, channels, read) for i in chunk]
         images = torch.stack([image for image, _, _ in prepared])
+        spacing = None  # mm per input pixel, for a two-stage pair cropping mm windows
+        if getattr(module, "size_mm", None) is not None:
+            spacing = torch.stack([input_spacing(slices[i].pixel_spacing, shape, size, slices[i].path)
+                                   for i, (_, shape, _) in zip(chunk, prepared)]).to(module.device)
         with torch.no_grad():
-            decoded = module.predict_keypoints(images.to(module.device))
+            decoded = module.predict_keypoints(images.to(module.device), spacing=spacing)
         if decoded.class_prob is None:
             raise DataError("model.class_head", "an RSNA prediction needs a multiclass checkpoint (three severities)")
         keypoints = decoded.keypoints.float().cpu().numpy()

@@ -10,6 +10,11 @@ normalised; :func:`spinectx.rsna_inference.predict_studies`), its sidecar
 ``points`` (default ``predictions.json`` beside the CSV: the point behind each row). ``input`` may be
 one study folder. A view left out of ``ckpt_path`` leaves its rows to the uniform prior (listed).
 
+Two-stage (``classifier_ckpt=`` beside ``ckpt_path``, per view for RSNA): stage 1's points, stage 2's
+classes. A classifier cropping mm windows (``model.crop.size_mm``) gets each input's pixel spacing,
+the image's PixelSpacing scaled by its resize to the input size (:func:`spinectx.inference.input_spacing`);
+an image without a usable PixelSpacing is then not predicted (listed; RSNA: its rows take the prior).
+
 TianChi mode:
 Per study: the T2 sagittal series (any sagittal series when there is none), its middle slice,
 keypoints in that frame's pixels and P(abnormal) per landmark, written in the annotation JSON
@@ -158,21 +163,6 @@ def refuse_rsna_checkpoint(cfg: DictConfig) -> None:
         raise ConfigError(f"series= is for RSNA 2024 prediction: {usage}")
 
 
-def refuse_mm_crops(module, classifier_ckpt) -> None:
-    """A stage-2 classifier with crops in mm needs each input's pixel spacing, which prediction does
-    not pass yet.
-
-    Raises:
-        ConfigError: such a classifier.
-    """
-    if getattr(module, "size_mm", None) is not None:
-        from spinectx.data.errors import ConfigError
-
-        raise ConfigError(f"classifier_ckpt={classifier_ckpt} crops {module.size_mm} mm windows; spinectx-predict does "
-                          "not pass the pixel spacing yet: use a classifier trained with model.crop.size_px "
-                          "(spinectx-eval takes mm crops)")
-
-
 def predict_rsna(cfg: DictConfig, settings: dict) -> None:
     """RSNA mode of :func:`main` (module docstring)."""
     from pathlib import Path
@@ -197,7 +187,6 @@ def predict_rsna(cfg: DictConfig, settings: dict) -> None:
     modules = {}
     for view, path in checkpoints.items():
         module = load_module(path, device=settings["device"], tta=settings["tta"], classifier_ckpt=classifiers.get(view))
-        refuse_mm_crops(module, classifiers.get(view))
         trained = (dict(module.hparams.get("metrics") or {}).get("rsna") or {}).get("view")
         if module.rsna_metric is None or trained is None:
             raise DataError(path, f"given as the {view} checkpoint but not trained on RSNA 2024 (data=rsna2024…)")
@@ -240,7 +229,6 @@ def main(cfg: DictConfig) -> None:
     if targets:
         module = load_module(cfg.ckpt_path, device=settings["device"], tta=settings["tta"],
                              classifier_ckpt=cfg.get("classifier_ckpt"))
-        refuse_mm_crops(module, cfg.get("classifier_ckpt"))
         predictions, more = predict_targets(module, targets, settings["batch_size"], settings["input_size"])
         problems += more
     for p in problems:

@@ -27,6 +27,7 @@ from spinectx.data.errors import ConfigError, DataError, config_int
 from spinectx.data.folds import check_folds, split_studies
 from spinectx.data.landmarks import LandmarkSet
 from spinectx.data.records import DatasetIndex, TianChiReader
+from spinectx.data.sampling import build_sampler, check_sampler
 from spinectx.data.transforms import SpineTransform
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,15 @@ class SpineDataModule(L.LightningDataModule):
             ``size`` from that epoch on (e.g. ``{0: 192, 3: 288}``: cheap low-resolution epochs
             learn the coarse layout first). Validation always uses ``image_size``. Needs the
             trainer's ``reload_dataloaders_every_n_epochs=1``.
+        sampler: how training samples are drawn, ``{kind: none | class_balanced, power, seed}``
+            (:mod:`spinectx.data.sampling`): ``none`` shuffles each of the ``num_rep`` passes;
+            ``class_balanced`` draws ``num_rep`` × (training samples) with replacement, weighted by
+            the rarest class each sample carries (inverse training frequency per group, to the
+            ``power``), seeded by ``sampler.seed`` (default: ``seed``) and the epoch (the seed's
+            oversampling, SPEC §7).
+
+    Raises:
+        ConfigError: a bad setting (the message names it, e.g. ``data.sampler.kind``).
     """
 
     def __init__(
@@ -126,6 +136,7 @@ class SpineDataModule(L.LightningDataModule):
         slices: int = 1,
         monitor: Mapping | None = None,
         metrics: Mapping | None = None,
+        sampler: Mapping | None = None,
     ):
         super().__init__()
         # settings come from the command line (data.*): bad values are a ConfigError before any work
@@ -157,6 +168,8 @@ class SpineDataModule(L.LightningDataModule):
         self.synthetic = dict(synthetic) if synthetic else None
         self.pin_memory = bool(pin_memory)
         self.train_size_schedule = {int(k): int(v) for k, v in (train_size_schedule or {}).items()}
+        self.sampler = check_sampler(sampler, self.seed)
+        self._train_sampler = None  # built on the first train_dataloader() call (fit start), then kept
         self.index: DatasetIndex | None = None
         self.train_set: SpineDataset | None = None
         self.val_set: SpineDataset | None = None
@@ -221,11 +234,12 @@ class SpineDataModule(L.LightningDataModule):
         started = [e for e in self.train_size_schedule if e <= epoch]
         return self.train_size_schedule[max(started)] if started else self.image_size
 
-    def _loader(self, dataset: SpineDataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: SpineDataset, batch_size: int, shuffle: bool, sampler=None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
@@ -243,7 +257,25 @@ class SpineDataModule(L.LightningDataModule):
             if self.train_set.transform.size != (size, size):
                 log.info("training image size %d from epoch %d", size, epoch)
                 self.train_set.transform = self._train_transform(size)
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        return self._loader(self.train_set, self.batch_size, shuffle=True, sampler=self.train_sampler())
+
+    def train_sampler(self):
+        """The training sampler of ``data.sampler`` (None for ``kind: none``: the loader shuffles),
+        built once (its class frequencies logged) and kept across loader reloads.
+
+        Under DDP, Lightning (2.x, ``Trainer(use_distributed_sampler=True)``, the default) wraps a
+        custom sampler in its ``DistributedSamplerWrapper``, which iterates the sampler on every
+        rank and gives each rank its share of the list, forwarding ``set_epoch``
+        (lightning.pytorch.trainer.connectors.data_connector._get_distributed_sampler, checked
+        for Lightning 2.6): every rank builds the same weights and seeds its draws with
+        ``sampler.seed`` and the epoch, so the ranks share one list and split it."""
+        assert self.train_set is not None, "call setup() first"
+        if self.sampler["kind"] != "none" and self._train_sampler is None:
+            from spinectx.data.dataset import record_targets
+
+            tags = [record_targets(r, self.landmarks)[1] for r in self.train_set.records]
+            self._train_sampler = build_sampler(self.sampler, tags, self.landmarks, len(self.train_set))
+        return self._train_sampler
 
     def val_dataloader(self) -> DataLoader:
         """Held-out fold. Under DDP each study is validated exactly once (no padding with
