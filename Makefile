@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help install demo demo-rsna profile zoo reproduce reproduce-rsna classifiers report bench test test-all clean
+.PHONY: help install demo demo-rsna profile zoo reproduce reproduce-rsna classifiers heads report bench test test-all clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,6 +66,12 @@ classifiers: install  ## classification heads (cell, Bi-LSTM, transformer, two-s
 	$(BIN)/spinectx-train --multirun experiment=classifiers $(CLS_RSNA) classifier=cell,bilstm,transformer hydra.sweep.dir=logs/classifiers/$(SCALE)/rsna $(ARGS)
 	$(BIN)/spinectx-train --multirun experiment=classifiers $(CLS_RSNA) classifier=deepscorenet,timm_crop hydra.sweep.dir=logs/classifiers/$(SCALE)/rsna $(ARGS)
 	$(BIN)/spinectx-report sweep=[logs/classifiers/$(SCALE)/tianchi,logs/classifiers/$(SCALE)/rsna] out=reports/classifiers
+
+INDEPENDENT_ROOT ?= .cache/independent/n300_seed7
+HEADS ?= cell,bilstm,deepscorenet,timm_crop
+heads: install  ## heads at the demo budget on independently generated data, AUC beside the level prior -> logs/heads/heads.md
+	test -f $(INDEPENDENT_ROOT)/lumbar_train150_annotation.json || $(BIN)/python experiments/classifiers/independent_tianchi.py --out $(INDEPENDENT_ROOT) --studies 300 --seed 7 --jobs 2
+	$(BIN)/python experiments/classifiers/heads_on_data.py --root independent=$(INDEPENDENT_ROOT) --out logs/heads --heads $(HEADS) $(ARGS)
 
 bench: install  ## performance figures beside their references (~10 min) -> logs/bench/{bench.json,bench.md,bench_scaling.png}
 	$(BIN)/spinectx-bench $(ARGS)
