@@ -70,7 +70,7 @@ classifiers: install  ## classification heads (cell, Bi-LSTM, transformer, two-s
 INDEPENDENT_ROOT ?= .cache/independent/n300_seed7
 HEADS ?= cell,bilstm,deepscorenet,timm_crop
 heads: install  ## heads at the demo budget on independently generated data, AUC beside the level prior -> logs/heads/heads.md
-	test -f $(INDEPENDENT_ROOT)/lumbar_train150_annotation.json || $(BIN)/python experiments/classifiers/independent_tianchi.py --out $(INDEPENDENT_ROOT) --studies 300 --seed 7 --jobs 2
+	test -f $(INDEPENDENT_ROOT)/independent_cues.json || $(BIN)/python experiments/classifiers/independent_tianchi.py --out $(INDEPENDENT_ROOT) --studies 300 --seed 7 --jobs 2
 	$(BIN)/python experiments/classifiers/heads_on_data.py --root independent=$(INDEPENDENT_ROOT) --out logs/heads --heads $(HEADS) $(ARGS)
 
 bench: install  ## performance figures beside their references (~10 min) -> logs/bench/{bench.json,bench.md,bench_scaling.png}

@@ -55,3 +55,26 @@ def test_bad_arguments_are_refused_before_training(tmp_path, args, message):
     proc = subprocess.run([sys.executable, str(SCRIPT), *base, *args], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--root", "just-a-folder"], "give NAME=DIR"),
+    (["--parallel", "0"], "--parallel must be ≥ 1"),
+    (["--bogus", "1"], "unknown option(s) ['--bogus']"),
+])
+def test_malformed_arguments_name_the_problem(tmp_path, args, message):
+    base = ["--root", f"a={tmp_path}", "--out", str(tmp_path / "out")]
+    proc = subprocess.run([sys.executable, str(SCRIPT), *base, *args], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_a_rerun_with_other_overrides_is_refused(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "overrides.json").write_text(json.dumps(["trainer.max_epochs=3"]))
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--root", f"a={tmp_path}", "--root", f"a={tmp_path}",
+                           "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "each NAME once" in proc.stderr
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--root", f"a={tmp_path}", "--out", str(out), "--",
+                           "trainer.max_epochs=14"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "give another --out" in proc.stderr, proc.stderr

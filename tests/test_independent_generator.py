@@ -122,3 +122,16 @@ def test_bad_arguments_are_refused(gen, tmp_path, capsys):
             gen.main(argv)
         assert exc.value.code == 2
     assert "--studies must be at least 1" in capsys.readouterr().err
+
+
+def test_out_with_other_content_is_refused_and_an_old_dataset_replaced(gen, tmp_path, capsys):
+    other = tmp_path / "suite"
+    (other / "lumbar_train").mkdir(parents=True)
+    with pytest.raises(SystemExit) as exc:
+        gen.main(["--out", str(other), "--studies", "1"])
+    assert exc.value.code == 2 and "other content" in capsys.readouterr().err
+    assert sorted(p.name for p in other.iterdir()) == ["lumbar_train"]  # nothing written beside it
+    out = tmp_path / "indep"
+    gen.generate(out, studies=2, seed=1)
+    gen.generate(out, studies=1, seed=1)  # a smaller rerun leaves no study of the larger one behind
+    assert sorted(p.name for p in (out / gen.SPLIT).iterdir()) == ["study1"]

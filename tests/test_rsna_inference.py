@@ -255,3 +255,15 @@ def test_one_rsna_checkpoint_in_tianchi_mode_says_how_to_call_rsna_prediction(ch
     proc = run_predict(f"ckpt_path={checkpoints['spinal']}", f"input={synthetic_rsna_root / 'train_images'}",
                        cwd=tmp_path, ok=False)
     assert "RSNA 2024 spinal checkpoint" in proc.stderr and "ckpt_path='{spinal:" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_eval_of_a_view_checkpoint_keeps_the_view_metrics_in_metrics_json(checkpoints, synthetic_rsna_root, tmp_path):
+    """spinectx-eval on an RSNA view writes its log loss and hit rate to metrics.json, not only the
+    TianChi table keys."""
+    proc = subprocess.run([sys.executable, "-m", "spinectx.cli.eval", f"ckpt_path={checkpoints['spinal']}",
+                           "data=rsna2024", f"data.root={synthetic_rsna_root}", "data.view=spinal", "data.num_folds=3",
+                           "data.num_workers=0", "trainer=cpu", f"hydra.run.dir={tmp_path}", "overlay_studies=0"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0 < metrics["logloss"] < 20 and 0.0 <= metrics["hit_rate"] <= 1.0, metrics

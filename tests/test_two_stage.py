@@ -4,6 +4,8 @@ in training, prediction and evaluation."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -255,8 +257,24 @@ def test_predict_and_eval_take_the_pair(stages, synthetic_root, tmp_path):
     for k in ("L-Disc", "L-Vertebra", "box16_rate"):
         assert results["two"][k] == pytest.approx(results["one"][k], abs=1e-9)
     assert 0.0 <= results["one"]["box16_rate"] <= 1.0
+    assert results["one"]["classifier_checkpoint"] is None
+    assert results["two"]["classifier_checkpoint"] == str(classifier_ckpt)  # which stage 2 was evaluated
     rows = (tmp_path / "two" / "per_landmark.csv").read_text().splitlines()
     assert "box16_rate" in rows[0].split(",") and len(rows) == 12
+
+
+def test_swapped_or_mapped_checkpoints_are_refused_by_name(stages, synthetic_root, tmp_path):
+    from spinectx.data.errors import ConfigError
+    from spinectx.inference import load_module
+
+    stage1_ckpt, classifier_ckpt, _ = stages
+    with pytest.raises(ConfigError, match="stage-2 crop classifier .* give it as classifier_ckpt="):
+        load_module(classifier_ckpt)
+    study = next(p for p in Path(synthetic_root, "lumbar_train").iterdir() if p.is_dir())
+    proc = subprocess.run([sys.executable, "-m", "spinectx.cli.predict", f"ckpt_path={stage1_ckpt}",
+                           f"classifier_ckpt={{spinal: {classifier_ckpt}}}", f"input={study}",
+                           f"output={tmp_path / 'p.json'}"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2 and "a per-view mapping is for RSNA 2024" in proc.stderr, proc.stderr[-2000:]
 
 
 # ------------------------------------------------------------------------- experiment=classifiers

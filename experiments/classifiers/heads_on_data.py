@@ -12,7 +12,10 @@ AUC of P(abnormal) beside the level prior's AUC over the same located points
         --out logs/heads [--heads cell,bilstm,deepscorenet] [--trainer gpu] [--parallel 3] [-- EXTRA OVERRIDES]
 
 A run whose ``metrics.json`` exists is not trained again (rerun the command to finish an interrupted
-measurement). Each run's log is ``OUT/NAME/HEAD/train.log`` / ``eval.log``.
+measurement); ``OUT/overrides.json`` records the extra overrides, and a rerun with other ones is
+refused (use another ``--out``). Each run's log is ``OUT/NAME/HEAD/train.log`` / ``eval.log``.
+``experiment=demo`` trains the paper's binary head (one P(abnormal) logit per landmark) for every head,
+the two-stage crop classifiers included; the AUCs compare P(abnormal) either way.
 """
 
 from __future__ import annotations
@@ -111,16 +114,33 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1, help="data.num_workers of each run")
     args, extra = p.parse_known_args()
     extra = [e for e in extra if e != "--"]
+    options = [e for e in extra if e.startswith("-")]
+    if options:
+        p.error(f"unknown option(s) {options} (Hydra overrides go after --, e.g. -- trainer.max_epochs=14)")
+    if args.parallel < 1 or args.workers < 0:
+        p.error("--parallel must be ≥ 1 and --workers ≥ 0")
+    bad = [r for r in args.root if "=" not in r or not r.split("=", 1)[0]]
+    if bad:
+        p.error(f"--root {bad[0]}: give NAME=DIR (e.g. --root independent=/data/indep)")
     heads = args.heads.split(",")
     unknown = [h for h in heads if h not in ONE_STAGE and h not in TWO_STAGE]
     if unknown:
         p.error(f"--heads: unknown {unknown}; choose from {list(ONE_STAGE) + list(TWO_STAGE)}")
     if any(h in TWO_STAGE for h in heads) and "cell" not in heads:
         p.error("--heads: the two-stage heads classify the cell run's points; include cell")
+    names = [r.split("=", 1)[0] for r in args.root]
+    if len(set(names)) < len(names):
+        p.error(f"--root: each NAME once; got {names}")
     roots = dict(r.split("=", 1) for r in args.root)
     for name, root in roots.items():
         if not Path(root).is_dir():
             p.error(f"--root {name}={root}: not a folder")
+    recorded = args.out / "overrides.json"
+    if recorded.exists() and json.loads(recorded.read_text()) != extra:
+        p.error(f"{args.out} holds runs made with the overrides {json.loads(recorded.read_text())}, not {extra}: "
+                "their finished runs would be reused; give another --out")
+    args.out.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(json.dumps(extra))
     extra_data = [e for e in extra if e.startswith("data.")]
     with ThreadPoolExecutor(args.parallel) as pool:  # one-stage heads first: the cell runs are stage 1
         for stage in ([h for h in heads if h in ONE_STAGE], [h for h in heads if h in TWO_STAGE]):

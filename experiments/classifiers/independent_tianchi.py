@@ -40,6 +40,7 @@ import argparse
 import json
 import math
 import sys
+import shutil
 import time
 from dataclasses import dataclass, field
 from multiprocessing import Pool
@@ -1206,8 +1207,19 @@ def _one(args: tuple) -> dict:
 
 def generate(out: str | Path, studies: int, seed: int, cue_strength: float = 1.0, jobs: int = 1) -> dict:
     """Write ``studies`` studies (study1 … studyN) and the annotation file; returns a summary
-    (seconds, class counts)."""
+    (seconds, class counts).
+
+    Raises:
+        FileExistsError: ``out`` holds anything but a previous dataset of this script (which is
+            replaced whole, so that no study of a larger earlier run is left behind).
+    """
     out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        ours = {SPLIT, f"{SPLIT}_annotation.json", "independent_cues.json"}
+        if not (out / "independent_cues.json").is_file() or {c.name for c in out.iterdir()} - ours:
+            raise FileExistsError(f"--out {out}: a folder with other content; give a new or empty folder (a previous "
+                                  "dataset of this script is replaced)")
+        shutil.rmtree(out / SPLIT, ignore_errors=True)
     (out / SPLIT).mkdir(parents=True, exist_ok=True)
     tasks = [(str(out), k, seed, cue_strength) for k in range(1, studies + 1)]
     start = time.perf_counter()
@@ -1242,7 +1254,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--studies must be at least 1")
     if args.cue_strength < 0:
         parser.error("--cue-strength must be ≥ 0")
-    summary = generate(args.out, args.studies, args.seed, args.cue_strength, max(1, args.jobs))
+    try:
+        summary = generate(args.out, args.studies, args.seed, args.cue_strength, max(1, args.jobs))
+    except FileExistsError as exc:
+        parser.error(str(exc))
     print(json.dumps(summary))
     return 0
 

@@ -38,7 +38,8 @@ def load_module(ckpt_path: str | Path, device: str | torch.device = "cpu", tta: 
         FileNotFoundError: no file at ``ckpt_path`` (or ``classifier_ckpt``).
         CheckpointError: a file that is not a readable spinectx checkpoint (text, truncated,
             empty, a bare state dict); the message names the file.
-        ValueError: ``classifier_ckpt`` is not a crop classifier or does not fit stage 1.
+        ValueError: ``classifier_ckpt`` is not a crop classifier or does not fit stage 1;
+            ``ckpt_path`` is a crop classifier (ConfigError, saying to pass it as ``classifier_ckpt``).
     """
     from spinectx.checkpoint import read_checkpoint
     from spinectx.lit.module import LandmarkModule
@@ -54,7 +55,12 @@ def load_module(ckpt_path: str | Path, device: str | torch.device = "cpu", tta: 
     try:
         module = LandmarkModule.load_from_checkpoint(path, map_location=device)
     except Exception:
-        read_checkpoint(path)  # raises CheckpointError when the file itself is the problem
+        content = read_checkpoint(path)  # raises CheckpointError when the file itself is the problem
+        if "crop_net" in (content.get("hyper_parameters") or {}):
+            from spinectx.data.errors import ConfigError
+
+            raise ConfigError(f"{path} is a stage-2 crop classifier (model=two_stage), not a localiser: give it as "
+                              "classifier_ckpt= beside a localiser's checkpoint (ckpt_path= / model.stage1_ckpt=)") from None
         raise  # a readable checkpoint that still fails to load: not an input problem we can name
     if tta is not None:
         module.hparams.tta = bool(tta)

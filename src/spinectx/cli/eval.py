@@ -259,8 +259,12 @@ def evaluate(cfg: DictConfig) -> dict:
     plot_confusion(challenge, output_dir / "confusion.png")
     draw_predictions(module, datamodule.val_set, output_dir / "overlays.png", overlay_studies,
                      predicted=(c["keypoints"], c["prob"], c["class_prob"]))  # the predictions collected above
-    result = {**{k: table[k] for k in METRIC_KEYS if k in table}, "challenge": challenge, "level_prior": groups,
-              "checkpoint": str(cfg.ckpt_path), "evaluated": what, "studies": len(datamodule.val_set),
+    # the table metrics in their usual order, then any others of the dataset (RSNA: logloss, rsna_score, hit_rate)
+    metrics = {k: table[k] for k in METRIC_KEYS if k in table} | {k: v for k, v in table.items() if k not in METRIC_KEYS}
+    result = {**metrics, "challenge": challenge, "level_prior": groups,
+              "checkpoint": str(cfg.ckpt_path),
+              "classifier_checkpoint": str(cfg.classifier_ckpt) if cfg.get("classifier_ckpt") else None,
+              "evaluated": what, "studies": len(datamodule.val_set),
               "tta": bool(module.hparams.tta), "input_size": int(size),
               # stage 1 as the seed reported it: centre inside a 16 × 16 px box (original-image pixels) around the truth
               "box16_rate": box_hit_rate(c["keypoints"], c["truth"], BOX_PX, frame_px_scale(c))}

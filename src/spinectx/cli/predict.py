@@ -161,6 +161,9 @@ def refuse_rsna_checkpoint(cfg: DictConfig) -> None:
         raise ConfigError(f"ckpt_path={path} is an RSNA 2024 {view} checkpoint: {usage}")
     if cfg.get("series"):
         raise ConfigError(f"series= is for RSNA 2024 prediction: {usage}")
+    if cfg.get("classifier_ckpt") is not None and not isinstance(cfg.classifier_ckpt, str):
+        raise ConfigError(f"classifier_ckpt={cfg.classifier_ckpt}: one checkpoint path beside one ckpt_path; a "
+                          "per-view mapping is for RSNA 2024, with ckpt_path a per-view mapping too")
 
 
 def predict_rsna(cfg: DictConfig, settings: dict) -> None:

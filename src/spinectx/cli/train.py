@@ -338,8 +338,10 @@ def train(cfg: DictConfig) -> dict:
     if getattr(model, "context_head", None) is not None:  # model/context=bilstm|transformer: counted on top
         extra = sum(p.numel() for p in model.context_head.parameters()) / 1e6
         complexity.update(context_params_M=round(extra, 4), params_M=round(complexity["params_M"] + extra, 4))
-    log.info("%s %s msc=%s: %.2f M params, %.2f G MACs at 512² (paper convention)", cfg.model.name,
-             cfg.model.backbone, cfg.model.msc, complexity["params_M"], complexity["flops_G"])
+    where = ("for the crops of one image, stage 2 alone" if hasattr(model, "complexity")
+             else "at 512² (paper convention)")
+    log.info("%s %s msc=%s: %.2f M params, %.2f G MACs %s", cfg.model.name, cfg.model.backbone, cfg.model.msc,
+             complexity["params_M"], complexity["flops_G"], where)
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg, with_logger=bool(loggers))
     for cb in callbacks:

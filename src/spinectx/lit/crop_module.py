@@ -77,15 +77,15 @@ class CropClassifierModule(SpineModuleBase):
         crop = dict(crop or {"size_px": 32})
         self.size_px, self.size_mm = crop.get("size_px"), crop.get("size_mm")
         if (self.size_px is None) == (self.size_mm is None):
-            raise ValueError(f"model.crop: give size_px or size_mm, exactly one; got {crop}")
+            raise ConfigError(f"model.crop: give size_px or size_mm, exactly one; got {crop}")
         self.out_size = int(crop.get("out_size", 32))
         self.jitter_px = float(crop.get("jitter_px", 0.0))
         loss = dict(loss or {})
         self.loss_kind = loss.get("kind", "ce")
         if self.loss_kind not in LOSS_KINDS:
-            raise ValueError(f"model.loss.kind must be one of {LOSS_KINDS}, got {self.loss_kind!r}")
+            raise ConfigError(f"model.loss.kind must be one of {LOSS_KINDS}, got {self.loss_kind!r}")
         if self.loss_kind == "focal" and not self.classes.multiclass:
-            raise ValueError("the focal loss (the seed's recipe) needs model.class_head=multiclass")
+            raise ConfigError("the focal loss (the seed's recipe) needs model.class_head=multiclass")
         self.gamma = float(loss.get("gamma", 3.0))
         self._focal: list[FocalLoss] | None = None
         crop_net = dict(crop_net)
@@ -104,6 +104,9 @@ class CropClassifierModule(SpineModuleBase):
         if self._stage1 is None and self.hparams.stage1_ckpt:
             from spinectx.inference import load_module
 
+            if not Path(self.hparams.stage1_ckpt).is_file():
+                raise FileNotFoundError(f"model.stage1_ckpt={self.hparams.stage1_ckpt}: no such checkpoint (the "
+                                        "stage-1 localiser whose points this crop classifier classifies)")
             stage1 = load_module(self.hparams.stage1_ckpt, device=self.device, tta=self.hparams.tta)
             self.attach_stage1(stage1)
         return self._stage1

@@ -182,6 +182,7 @@ class Body:
     modic_sides: tuple[int, ...] = ()  # -1 upper endplate, +1 lower endplate
     modic_type: int = 2
     modic_band: float = 4.0
+    modic_alpha: float = 1.0  # how far the band's signal goes from marrow towards the Modic tissue's
     osteophytes: tuple[tuple[int, float, float, float], ...] = ()  # (side, length, width, angle)
     cues: tuple[str, ...] = ()  # which of VERTEBRA_CUES this body shows
 
@@ -367,6 +368,7 @@ def build_spine(rng: np.random.Generator, labels: StudyLabels, acq: Acquisition)
                 b.modic_sides = (-1,) if u < 0.4 else (1,) if u < 0.8 else (-1, 1)
                 b.modic_type = 1 if rng.random() < 0.4 else 2
                 b.modic_band = uniform(rng, 2.5, 4.5)
+                b.modic_alpha = uniform(rng, 0.25, 0.5)  # a partial change: +20–45 % on T2, not a white stripe
             if "osteophyte" in b.cues:
                 u = rng.random()
                 sides = (-1,) if u < 0.4 else (1,) if u < 0.8 else (-1, 1)

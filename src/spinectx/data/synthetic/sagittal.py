@@ -362,7 +362,8 @@ class SagittalRenderer:
                     edge_d = p.a * np.float32(side) - np.float32(bd.h - rim - bd.modic_band) - irregular
                     s_ = soft(edge_d, 1.5 * e)
                     am = s_ if am is None else np.maximum(am, s_)
-                cv.blend(p.sl, am * inner, mv[0] * (1 + 0.08 * ta), mv[1] * (1 + 0.08 * ta))
+                a_m = am * inner * np.float32(bd.modic_alpha)
+                cv.blend(p.sl, a_m, mv[0] * (1 + 0.08 * ta), mv[1] * (1 + 0.08 * ta))
 
         # Schmorl's nodes: a pit of disc material with a dark sclerotic rim
         for nd, p in self.node_patches:

@@ -11,7 +11,8 @@ appearance (SPEC §1):
 
 * vertebra ``v1`` homogeneous marrow; ``v2`` a random non-empty subset of three subtle cues
   (:data:`~.anatomy.VERTEBRA_CUES`, each with probability 1/2): mottled marrow, a 2.5–4.5 mm Modic-like
-  band along one or both endplates, 5–9 mm corner osteophyte(s);
+  band along one or both endplates (a partial signal change, 25–50 % of the way to Modic tissue), 5–9 mm
+  corner osteophyte(s);
 * disc ``v1`` bright (hydrated) on T2 with a brighter nucleus (15 % of them mildly desiccated, a
   distractor); ``v2`` posterior margin bulging 2–4 mm over the whole height; ``v3`` a focal 4–6 mm knob
   into the canal; ``v4`` a 6–10 mm herniation migrating up or down the canal. A degenerated disc
