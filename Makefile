@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 
-.PHONY: help install demo demo-rsna profile zoo reproduce reproduce-rsna classifiers heads report bench test test-all clean
+.PHONY: help install demo demo-two-stage demo-rsna profile zoo reproduce reproduce-rsna classifiers heads report bench test test-all clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,6 +21,11 @@ $(STAMP): pyproject.toml
 
 demo: install  ## generate synthetic data, train CCF-Net R18+MSC on fold 0, print the table row
 	$(BIN)/spinectx-train experiment=demo $(ARGS)
+
+STAGE1 ?= $(lastword $(sort $(wildcard logs/demo/runs/*/checkpoints/last.ckpt)))
+demo-two-stage: install  ## stage 2 (DeepScoreNet crops) on the points of the latest `make demo` run: the measured default classification path
+	@test -n "$(STAGE1)" || { echo "demo-two-stage: no logs/demo/runs/*/checkpoints/last.ckpt: run make demo first (or pass STAGE1=…)"; exit 2; }
+	$(BIN)/spinectx-train experiment=demo model=two_stage model.stage1_ckpt=$(STAGE1) task_name=demo_two_stage $(ARGS)
 
 demo-rsna: install  ## RSNA 2024 spinal view on synthetic studies: CCF-Net R18+MSC, held-out log loss vs the class prior (~13 min)
 	$(BIN)/spinectx-train experiment=demo_rsna $(ARGS)
