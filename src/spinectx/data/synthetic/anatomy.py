@@ -274,13 +274,20 @@ def rotate(v: np.ndarray, ang: float) -> np.ndarray:
     return np.array([c * v[0] - s * v[1], s * v[0] + c * v[1]])
 
 
-def build_spine(rng: np.random.Generator, labels: StudyLabels, acq: Acquisition) -> tuple[Spine, dict[str, Any]]:
+def build_spine(rng: np.random.Generator, labels: StudyLabels, acq: Acquisition,
+                subtle: bool = True) -> tuple[Spine, dict[str, Any]]:
     """Chain the column in a canonical frame, then rotate / place it in the image (mm).
 
     The spine fits the sagittal field of view of ``acq`` with every lumbar landmark's body / disc in
-    view; disc heights, bulges, herniations and Schmorl's nodes follow ``labels``. Returns the spine
+    view; disc heights, bulges, herniations and Schmorl's nodes follow ``labels``. ``subtle``: the
+    degeneration cues are random subsets (:data:`VERTEBRA_CUES`, :data:`DISC_CUES`; the TianChi
+    labels); False shows every cue of a degenerated landmark in full (the RSNA studies, where the
+    TianChi classes are only the look of the bodies and discs, not labels). Returns the spine
     and ``{"theta": in-plane rotation (rad), "psi": tilt of every body / disc (rad)}``.
     """
+    def cues_of(names: tuple[str, ...], at_least_one: bool = True) -> tuple[str, ...]:
+        return draw_cues(rng, names, at_least_one=at_least_one) if subtle else names
+
     hb = uniform(rng, 11.0, 15.0)  # half body height: bodies 22..30 mm
     wb = hb * uniform(rng, 1.2, 1.42)
     lat_body = uniform(rng, 20.0, 25.0)
@@ -307,9 +314,9 @@ def build_spine(rng: np.random.Generator, labels: StudyLabels, acq: Acquisition)
             continue
         cls = labels.disc[name]
         h = hd0 * f * uniform(rng, 0.93, 1.07)
-        disc_cues[name] = draw_cues(rng, DISC_CUES, at_least_one=False) if cls != "v1" else ()
+        disc_cues[name] = cues_of(DISC_CUES, at_least_one=False) if cls != "v1" else ()
         if "height_loss" in disc_cues[name]:
-            h *= uniform(rng, 0.62, 0.85)
+            h *= uniform(rng, 0.62, 0.85) if subtle else uniform(rng, *((0.6, 0.78) if cls == "v2" else (0.65, 0.85)))
         disc_h[name] = max(h, 3.0)
 
     # canonical chain: u posterior, v feet; t = (sin psi, cos psi), n = (cos psi, -sin psi)
@@ -361,19 +368,23 @@ def build_spine(rng: np.random.Generator, labels: StudyLabels, acq: Acquisition)
             b.marrow = "marrow_sacrum"
             b.tex_amp = 0.05
         elif cls == "v2":  # a random, non-empty subset of the cues, each milder than a textbook case
-            b.cues = draw_cues(rng, VERTEBRA_CUES)
-            b.tex_amp = uniform(rng, 0.11, 0.2) if "marrow" in b.cues else uniform(rng, 0.02, 0.06)
+            b.cues = cues_of(VERTEBRA_CUES)
+            # (subtle, full) ranges; the full ones are the generator's before issue 14 (RSNA keeps them)
+            tex, p1, p2, band, length, width = (((0.11, 0.2), 0.4, 0.8, (2.5, 4.5), (5.0, 9.0), (3.0, 4.2)) if subtle
+                                                else ((0.16, 0.26), 0.3, 0.6, (3.0, 5.0), (6.5, 10.0), (3.4, 4.6)))
+            b.tex_amp = uniform(rng, *tex) if "marrow" in b.cues else uniform(rng, 0.02, 0.06)
             if "modic" in b.cues:
                 u = rng.random()
-                b.modic_sides = (-1,) if u < 0.4 else (1,) if u < 0.8 else (-1, 1)
+                b.modic_sides = (-1,) if u < p1 else (1,) if u < p2 else (-1, 1)
                 b.modic_type = 1 if rng.random() < 0.4 else 2
-                b.modic_band = uniform(rng, 2.5, 4.5)
-                b.modic_alpha = uniform(rng, 0.25, 0.5)  # a partial change: +20–45 % on T2, not a white stripe
+                b.modic_band = uniform(rng, *band)
+                # a partial change (+20–45 % on T2, not a white stripe); the full Modic tissue when not subtle
+                b.modic_alpha = uniform(rng, 0.25, 0.5) if subtle else 1.0
             if "osteophyte" in b.cues:
                 u = rng.random()
-                sides = (-1,) if u < 0.4 else (1,) if u < 0.8 else (-1, 1)
+                sides = (-1,) if u < p1 else (1,) if u < p2 else (-1, 1)
                 b.osteophytes = tuple(
-                    (s, uniform(rng, 5.0, 9.0), uniform(rng, 3.0, 4.2), math.radians(uniform(rng, 40, 62)))
+                    (s, uniform(rng, *length), uniform(rng, *width), math.radians(uniform(rng, 40, 62)))
                     for s in sides
                 )
         else:
@@ -393,7 +404,9 @@ def build_spine(rng: np.random.Generator, labels: StudyLabels, acq: Acquisition)
         d = Disc(joint, frame(joint), up, lo, wd, disc_h[joint], cls, bulge, lat_body + 1.0,
                  uniform(rng, -0.1, 0.12))
         d.cues = disc_cues.get(joint, ())
-        if "desiccation" in d.cues:
+        if not subtle:
+            d.desiccation = 0.0 if cls in ("v1", "remnant") else 1.0
+        elif "desiccation" in d.cues:
             d.desiccation = uniform(rng, 0.55, 1.0)
         elif cls == "v1" and rng.random() < P_NORMAL_DESICCATION:
             d.desiccation = uniform(rng, 0.15, 0.4)

@@ -208,7 +208,7 @@ def render_rsna_study(seed: int, index: int, frequencies: Mapping | None = None)
 
     acq = _sagittal_acquisition(geo)
     look = _appearance(geo)
-    spine, _ = build_spine(geo, look, acq)
+    spine, _ = build_spine(geo, look, acq, subtle=False)  # the look of bodies / discs, not labels
     tis = study_tissues(geo)
     gains = (uniform(geo, 1700, 3300), uniform(geo, 1700, 3300))
     sigmas = (uniform(geo, 0.012, 0.035), uniform(geo, 0.012, 0.035))
